@@ -1,0 +1,261 @@
+"""Structured configs mirroring ``conf/`` (registered with Hydra's ConfigStore) and their validation.
+
+Hydra rejects a wrong type or an unknown key of these dataclasses when the config is composed; :func:`check`
+adds the ranges, the choices and the combinations that a type cannot express, and the keys that ``+key=value``
+slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+@dataclass
+class TaskConfig:
+    """SPEC 1. ``gamma`` is the informative token's scale (not its square); ``signal: null`` means ``sqrt(d/2)``."""
+
+    d: int = 80
+    L: int = 10
+    gamma: float = 0.7071067811865476  # gamma^2 = 0.5
+    eps: float = 0.1
+    signal: Optional[float] = None
+    axes: str = "random"  # random | fixed (k* = e1, v* = e2)
+
+
+@dataclass
+class PredictorConfig:
+    """The trained predictor (SPEC 2): erf or softmax attention with inverse temperature ``lam`` (its initial value)."""
+
+    name: str = "erf"
+    lam: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every algorithm (SPEC 4)."""
+
+    algo: str = MISSING
+    steps: int = 2000
+    lr: float = 0.01
+    repeats: int = 8
+    init: str = "sphere"  # sphere | manifold | oracle
+    lam_schedule: str = "constant"  # constant | inverse
+    schedule_rate: float = 1e-4
+    log_every: int = 50
+    simulator: str = "full"  # full | reduced
+
+
+@dataclass
+class SGDConfig(TrainConfig):
+    """Online SGD, a fresh batch each step."""
+
+    algo: str = "sgd"
+    steps: int = 5000
+    lr: float = 0.003
+    batch_size: int = 32
+    projected: bool = True
+    log_test_size: int = 1000  # test samples behind the Monte Carlo excess logged with each row
+    dtype: str = "float32"  # of the full simulator's samples and parameters (the reduced one is float64)
+
+
+@dataclass
+class PGDConfig(TrainConfig):
+    """Projected gradient descent on the closed-form population risk (float64; erf attention only)."""
+
+    algo: str = "pgd"
+    simulator: str = "reduced"
+
+
+@dataclass
+class ERMConfig(TrainConfig):
+    """Full-batch training on a fixed set of ``n_train`` samples per repeat (full simulator only)."""
+
+    algo: str = "erm"
+    n_train: int = 1000
+    optimizer: str = "gd"  # gd | adam
+    projected: bool = True
+    log_test_size: int = 1000
+    dtype: str = "float32"
+
+
+@dataclass
+class NoTrainConfig(TrainConfig):
+    """No training: evaluate the predictor at its initialisation (``init: oracle`` by default)."""
+
+    algo: str = "none"
+    steps: int = 0
+    init: str = "oracle"
+    log_test_size: int = 1000
+
+
+@dataclass
+class EvalConfig:
+    """Final evaluation: Monte Carlo test samples and the importance-sampling Bayes estimate."""
+
+    n_test: int = 20000
+    simulator: Optional[str] = None  # null: the training simulator's
+    bayes_is: int = 100000  # samples of the importance-sampling Bayes excess (0: skip)
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    train: Any = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1  # torch CPU threads per job (sweeps parallelise across jobs)
+    name: str = "default"  # a label written to summary.json (experiment presets set it)
+    resume: bool = False  # multirun: skip jobs whose folder already holds the same finished run
+    figures: bool = True
+
+
+TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
+
+
+def register() -> None:
+    """Register the schemas: ``config_schema`` and, per config group, ``<group>/schema_<name>``."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="task", name="schema", node=TaskConfig)
+    cs.store(group="predictor", name="schema", node=PredictorConfig)
+    for name, schema in TRAIN_SCHEMAS.items():
+        cs.store(group="train", name=f"schema_{name}", node=schema)
+
+
+def outputs_dir() -> str:
+    """Where runs land: ``$SLR_OUTPUTS`` if set, else ``outputs/`` at the project root (wherever you launch from)."""
+    return os.environ.get("SLR_OUTPUTS") or str(ROOT / "outputs")
+
+
+if not OmegaConf.has_resolver("slr_outputs"):
+    OmegaConf.register_new_resolver("slr_outputs", outputs_dir)
+register()
+
+
+# ----- validation --------------------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """An invalid configuration, explained in one paragraph that names the field."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"Invalid configuration: {key}={value!r} is not allowed; {key} must be {allowed}. "
+                         f"Nothing was run. Fix it on the command line (e.g. `python -m slr {key}=...`) "
+                         f"or in the preset, and run again.")
+
+
+def _number(cfg: DictConfig, key: str, *, low: float | None = None, low_open: bool = False,
+            integer: bool = False, optional: bool = False, what: str | None = None) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    rng = what or (f"{'an integer' if integer else 'a finite number'}"
+                   + ("" if low is None else f" {'>' if low_open else '>='} {low:g}"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, value, rng)
+    if integer and not isinstance(value, int):
+        raise ConfigError(key, value, rng)
+    if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)):
+        raise ConfigError(key, value, rng)
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple, *, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    if value not in choices:
+        raise ConfigError(key, value, "one of " + ", ".join(map(str, choices)) + (" or null" if optional else ""))
+
+
+def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
+    names = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}", node[key], f"absent: {schema.__name__} has no such field "
+                              f"(known: {', '.join(names)})")
+        sub = names[key].type
+        sub = {"TaskConfig": TaskConfig, "PredictorConfig": PredictorConfig, "EvalConfig": EvalConfig}.get(sub, sub)
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(node[key], DictConfig):
+            _unknown_keys(node[key], sub, f"{prefix}{key}.")
+
+
+def check(cfg: DictConfig) -> None:
+    """Refuse an invalid run before any work starts: raise :class:`ConfigError` for the first problem found."""
+    from slr.train import INITS
+
+    algo = OmegaConf.select(cfg, "train.algo")
+    _choice(cfg, "train.algo", tuple(TRAIN_SCHEMAS))
+    _unknown_keys(cfg, Config, "")
+    _unknown_keys(cfg.train, TRAIN_SCHEMAS[algo], "train.")
+    _number(cfg, "seed", low=0, integer=True)
+    _number(cfg, "threads", low=1, integer=True)
+    _number(cfg, "task.d", low=2, integer=True, what="an integer >= 2 (k* and v* must be orthogonal)")
+    _number(cfg, "task.L", low=1, integer=True)
+    _number(cfg, "task.gamma", low=0, low_open=True)
+    _number(cfg, "task.eps", low=0)
+    _number(cfg, "task.signal", low=0, low_open=True, optional=True,
+            what="a finite number > 0, or null for the paper's sqrt(d/2)")
+    _choice(cfg, "task.axes", ("random", "fixed"))
+    _choice(cfg, "predictor.name", ("erf", "softmax"))
+    _number(cfg, "predictor.lam", low=0, low_open=True)
+    _number(cfg, "train.steps", low=0, integer=True)
+    _number(cfg, "train.lr", low=0, low_open=True)
+    _number(cfg, "train.repeats", low=1, integer=True)
+    _number(cfg, "train.log_every", low=1, integer=True)
+    _number(cfg, "train.schedule_rate", low=0)
+    _choice(cfg, "train.init", tuple(INITS))
+    _choice(cfg, "train.lam_schedule", ("constant", "inverse"))
+    _choice(cfg, "train.simulator", ("full", "reduced"))
+    for key in ("batch_size", "n_train"):
+        if key in cfg.train:
+            _number(cfg, f"train.{key}", low=1, integer=True)
+    if "log_test_size" in cfg.train:
+        _number(cfg, "train.log_test_size", low=0, integer=True)
+    if "optimizer" in cfg.train:
+        _choice(cfg, "train.optimizer", ("gd", "adam"))
+    if "dtype" in cfg.train:
+        _choice(cfg, "train.dtype", ("float32", "float64"))
+    _number(cfg, "eval.n_test", low=2, integer=True)
+    _number(cfg, "eval.bayes_is", low=0, integer=True)
+    _choice(cfg, "eval.simulator", ("full", "reduced"), optional=True)
+    if algo == "pgd" and cfg.predictor.name != "erf":
+        raise ConfigError("predictor", cfg.predictor.name, "erf with train=pgd: only erf attention has a "
+                          "closed-form population risk to descend (use train=sgd or train=erm for softmax)")
+    if algo == "erm" and cfg.train.simulator == "reduced":
+        raise ConfigError("train.simulator", "reduced", "full with train=erm: a fixed training set pulls k and v "
+                          "out of any low-dimensional span, so ERM has no exact reduced form")
+    reduced = cfg.train.simulator == "reduced" or cfg.eval.simulator == "reduced"
+    if reduced and cfg.task.d < 5:
+        raise ConfigError("task.d", cfg.task.d, ">= 5 with the reduced simulator (the 4-dim span of k*, v*, k, v "
+                          "needs a non-empty complement); use train.simulator=full for smaller d")
+    if cfg.device != "cpu":
+        import torch
+
+        try:
+            ok = torch.device(cfg.device).type == "cpu" or (torch.cuda.is_available() and (
+                torch.device(cfg.device).index or 0) < torch.cuda.device_count())
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ConfigError("device", cfg.device, "cpu, or a cuda device that this machine has "
+                              f"(cuda available: {torch.cuda.is_available()})")
+
+
+def digest(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved run config, without the keys that do not change its numbers (``resume``)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("resume", None)
+    container.pop("hydra", None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""Plain, durable run outputs: atomic JSON, a metrics CSV flushed as the run goes, and tolerant readers."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ("step", "repeat", "lam", "kappa", "nu", "theta", "eta", "rho", "norm_k", "norm_v", "dist_to_M",
+                  "excess", "test_excess", "train_loss")
+
+
+def plain(x: Any) -> Any:
+    """``x`` with numpy scalars/arrays as Python numbers/lists and non-finite floats as None (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return plain(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: readers see old or new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(plain(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object at ``path``, or None when it is missing or does not parse."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class MetricsWriter:
+    """Appends logged rows to ``metrics.csv``, one block per logged step, flushed at once.
+
+    A killed run leaves every complete block; :func:`read_metrics` drops a partial last line.
+    """
+
+    def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS):
+        self.path, self.columns = Path(path), tuple(columns)
+        self.file = open(self.path, "w", newline="")
+        self.file.write(",".join(self.columns) + "\n")
+        self.file.flush()
+
+    def write(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        for row in rows:
+            w.writerow([_cell(row.get(c)) for c in self.columns])
+        self.file.write(buf.getvalue())
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v)) if math.isfinite(v) else ("" if math.isnan(v) else repr(float(v)))
+    return str(v)
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """``metrics.csv`` as a DataFrame; a last line cut short by an interruption is dropped."""
+    text = Path(path).read_text()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return pd.read_csv(io.StringIO(text)) if text else pd.DataFrame(columns=list(METRIC_COLUMNS))

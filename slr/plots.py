@@ -1,0 +1,105 @@
+"""Tables in, figures out: repeats summarised as median and 95% band, and the training-dynamics figure."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def band(df: pd.DataFrame, column: str, by: str = "step", level: float = 0.95) -> pd.DataFrame:
+    """Per value of ``by``: median of ``column`` over repeats and the central ``level`` interval (lo, hi)."""
+    q = (1 - level) / 2
+    g = df.dropna(subset=[column]).groupby(by)[column]
+    return pd.DataFrame({"median": g.median(), "lo": g.quantile(q), "hi": g.quantile(1 - q), "n": g.size()}).reset_index()
+
+
+def _band_plot(ax, table: pd.DataFrame, label: str, color, x: str = "step") -> None:
+    ax.plot(table[x], table["median"], color=color, label=label, lw=1.6)
+    ax.fill_between(table[x], table["lo"], table["hi"], color=color, alpha=0.22, lw=0)
+
+
+def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | None = None,
+                    title: str | None = None, n_trajectories: int = 3):
+    """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step).
+
+    (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
+    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step;
+    (d) distance to the invariant manifold on a log axis. Returns ``(fig, axes)``.
+    """
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    palette = sns.color_palette("deep")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
+    axes = axes.ravel()
+    df = metrics.copy()
+    df["abs_kappa"], df["abs_nu"] = df["kappa"].abs(), df["nu"].abs()
+    R = df["repeat"].nunique()
+
+    ax = axes[0]
+    risk = "excess" if df["excess"].notna().any() else "test_excess"
+    _band_plot(ax, band(df, risk), "closed form" if risk == "excess" else "test (Monte Carlo)", palette[0])
+    if risk == "excess" and df["test_excess"].notna().any():
+        _band_plot(ax, band(df, "test_excess"), "test (Monte Carlo)", palette[1])
+    lo = np.nanmin(df[risk][df[risk] > 0]) if (df[risk] > 0).any() else 1e-12
+    for i, (name, value) in enumerate((references or {}).items()):
+        if value is None or not np.isfinite(value) or value <= 0:
+            continue
+        if value < lo / 1e3:  # far below the curves: named in the legend, not drawn, so the curves stay readable
+            ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
+        else:
+            ax.axhline(value, ls="--", lw=1, color=palette[3 + i], label=f"{name} ({value:.3g})")
+    ax.set(yscale="log", xlabel="step", ylabel="excess risk  E(f(X) - W)²", title="(a) excess risk")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    _band_plot(ax, band(df, "abs_kappa"), "|κ| = |<k,k*>|", palette[0])
+    _band_plot(ax, band(df, "abs_nu"), "|ν| = |<v,v*>|", palette[2])
+    ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel="overlap (unit vectors)", title="(b) alignment")
+    ax.legend(fontsize=8, loc="best")
+
+    ax = axes[2]
+    steps = df["step"].to_numpy()
+    norm = plt.Normalize(steps.min(), max(steps.max(), 1))
+    for r in sorted(df["repeat"].unique())[:n_trajectories]:
+        run = df[df["repeat"] == r]
+        ax.plot(run["kappa"], run["nu"], color="0.7", lw=0.8, zorder=1)
+        sc = ax.scatter(run["kappa"], run["nu"], c=run["step"], cmap="viridis", norm=norm, s=9, zorder=2)
+        ax.annotate(f"#{r}", (run["kappa"].iloc[-1], run["nu"].iloc[-1]), fontsize=8, xytext=(3, 3),
+                    textcoords="offset points")
+    if n_trajectories and len(df):
+        fig.colorbar(sc, ax=ax, label="step")
+    ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="κ = <k,k*>", ylabel="ν = <v,v*>",
+           title=f"(c) trajectories of {min(n_trajectories, R)} repeats")
+    ax.set_aspect("equal")
+
+    ax = axes[3]
+    dist = df[df["dist_to_M"] > 0]
+    if len(dist):
+        _band_plot(ax, band(dist, "dist_to_M"), "median, 95% band", palette[4])
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)", title="(d) distance to the manifold θ=η=ρ=0")
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(f"{title}  —  median and 95% band over {R} repeats")
+    return fig, axes
+
+
+def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``<stem>.<fmt>`` for each format and close it."""
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        p = path_stem.with_suffix(f".{fmt}")
+        fig.savefig(p, dpi=130)
+        out.append(p)
+    plt.close(fig)
+    return out

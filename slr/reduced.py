@@ -1,0 +1,88 @@
+"""Exact dimension-free sampling (SPEC 6).
+
+A token enters every predictor only through its projections on a few directions (``k*``, ``v*``, ``k``, ``v``)
+and, for the Bayes-optimal estimator with ``gamma != 1``, its squared norm. Its component orthogonal to an
+orthonormal basis ``E`` of those directions is isotropic Gaussian and independent of the projections, so it is
+enough to draw the ``r`` coordinates ``z_l = E^T X_l`` and the residual squared norm ``q_l`` (chi-square with
+``d - r`` degrees of freedom, times ``gamma^2`` at ``J0``). The cost does not grow with ``d``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from slr.seeding import numpy_from_torch
+from slr.task import Batch, as_shape
+from slr.theory import signal_norm
+
+
+@dataclass(frozen=True)
+class ReducedTokens:
+    """Tokens known by their coordinates ``Z`` (..., L, r) on an orthonormal basis and residual norms ``q`` (..., L)."""
+
+    Z: torch.Tensor
+    q: torch.Tensor
+
+    def __matmul__(self, U: torch.Tensor) -> torch.Tensor:
+        """``<X_l, u_j>`` for the columns of ``U`` given in the same basis: ``Z @ U``."""
+        return self.Z @ U
+
+    def square_norms(self) -> torch.Tensor:
+        """``||X_l||^2 = ||z_l||^2 + q_l`` (..., L)."""
+        return self.Z.square().sum(-1) + self.q
+
+
+class ReducedTask:
+    """The task of SPEC 1 in coordinates on ``(k*, v*, e_3, ..., e_r)``: ``k* = e_1``, ``v* = e_2`` in ``R^r``.
+
+    ``sample`` is exact in distribution for every quantity that depends on tokens only through their
+    coordinates on the basis and their norms (SPEC 6).
+    """
+
+    def __init__(self, d: int, L: int, gamma: float, eps: float = 0.0, signal: float | None = None, *, r: int = 4,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64):
+        if not 2 <= r <= d:
+            raise ValueError(f"the reduced basis needs 2 <= r <= d, got r={r}, d={d}")
+        self.d, self.L, self.gamma, self.eps, self.signal, self.r = int(d), int(L), float(gamma), float(eps), signal, r
+        self.M = signal_norm(d, signal)
+        self.device, self.dtype = torch.device(device), dtype
+        self.k_star = torch.eye(r, dtype=dtype, device=self.device)[0]
+        self.v_star = torch.eye(r, dtype=dtype, device=self.device)[1]
+
+    def __repr__(self) -> str:
+        return f"ReducedTask(d={self.d}, L={self.L}, gamma={self.gamma:g}, eps={self.eps:g}, r={self.r})"
+
+    def sample(self, n: int | tuple[int, ...], generator: torch.Generator | None = None,
+               dtype: torch.dtype | None = None) -> Batch:
+        """``n`` sequences whose tokens are :class:`ReducedTokens`: ``Z`` (*n, L, r), ``q`` (*n, L)."""
+        shape, dtype = as_shape(n), dtype or self.dtype
+        kw = dict(generator=generator, device=self.device)
+        Z = torch.randn(*shape, self.L, self.r, dtype=dtype, **kw)  # (*n, L, r)
+        J0 = torch.randint(0, self.L, shape, **kw)
+        informative = torch.nn.functional.one_hot(J0, self.L).bool()  # (*n, L)
+        Z[informative] = self.M * self.k_star.to(dtype) + self.gamma * Z[informative]
+        W = Z[informative][:, 1].reshape(shape)  # v* = e_2
+        y = W + self.eps * torch.randn(shape, dtype=dtype, **kw)
+        if self.d > self.r:
+            rng = numpy_from_torch(generator) if generator is not None else np.random.default_rng()
+            q = torch.as_tensor(rng.chisquare(self.d - self.r, (*shape, self.L)), dtype=dtype, device=self.device)
+        else:
+            q = torch.zeros(*shape, self.L, dtype=dtype, device=self.device)
+        q = torch.where(informative, self.gamma**2 * q, q)
+        return Batch(ReducedTokens(Z, q), y, J0, W)
+
+
+def span_basis(k_star: torch.Tensor, v_star: torch.Tensor, *vectors: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis (..., d, 2 + len(vectors)) whose first columns are ``k*``, ``v*`` and whose span holds ``vectors``.
+
+    Gram-Schmidt by QR with the signs fixed so that column j has a non-negative component on the j-th input;
+    a vector already in the span of the previous ones gets an arbitrary orthonormal completion.
+    """
+    columns = [k_star, v_star, *vectors]
+    batch = torch.broadcast_shapes(*(c.shape[:-1] for c in columns))
+    A = torch.stack([c.to(torch.float64).expand(*batch, c.shape[-1]) for c in columns], dim=-1)  # (..., d, m)
+    Q, R = torch.linalg.qr(A)
+    sign = torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype)
+    return Q * sign.unsqueeze(-2)

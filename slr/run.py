@@ -1,0 +1,294 @@
+"""The Hydra app: ``@hydra.main`` is a thin shell around :func:`run`, which tests call directly.
+
+``run(cfg)``: validate, build the task and the algorithm, train with logging to ``metrics.csv``, evaluate the
+trained predictor and every baseline on the same test samples, write ``summary.json`` and ``figures/``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from slr import evaluate, theory
+from slr.config import CONF_DIR, ConfigError, check, digest
+from slr.io import MetricsWriter, write_json
+from slr.reduced import ReducedTask
+from slr.predictors import ATTENTION_KINDS, ERF, Bilinear, Linear, erf_attention, oracle
+from slr.seeding import numpy_generator, torch_generator
+from slr.task import Task
+from slr.train import (ERM, INITS, OVERLAPS, Algorithm, Frozen, FullSGD, PopulationPGD, ReducedSGD, embed,
+                       lam_schedule, train)
+
+log = logging.getLogger("slr")
+
+
+# ----- building the algorithm: one builder per train group -----------------------------------------------------
+def _dtype(cfg: DictConfig) -> torch.dtype:
+    return torch.float64 if cfg.train.get("dtype", "float64") == "float64" else torch.float32
+
+
+def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
+    kind, tc = ATTENTION_KINDS[cfg.predictor.name], cfg.train
+    gen = torch_generator(cfg.seed, "train", task.device)
+    if tc.simulator == "reduced":
+        return ReducedSGD(task, kind, C0, lr=tc.lr, batch_size=tc.batch_size, projected=tc.projected, generator=gen)
+    return FullSGD(task, kind, embed(C0, task, init_rng), lr=tc.lr, batch_size=tc.batch_size,
+                   projected=tc.projected, generator=gen, dtype=_dtype(cfg))
+
+
+def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
+    tc = cfg.train
+    if tc.simulator == "reduced":
+        eval_task, KV0 = task.reduced(4), C0
+    else:
+        eval_task, KV0 = task, embed(C0, task, init_rng).numpy()
+    return PopulationPGD(eval_task, KV0, lr=tc.lr, M=task.M, L=task.L, gamma=task.gamma)
+
+
+def build_erm(cfg, task, C0, init_rng) -> Algorithm:
+    tc = cfg.train
+    return ERM(task, ATTENTION_KINDS[cfg.predictor.name], embed(C0, task, init_rng), lr=tc.lr, n_train=tc.n_train,
+               projected=tc.projected, optimizer=tc.optimizer,
+               generator=torch_generator(cfg.seed, "train", task.device), dtype=_dtype(cfg))
+
+
+def build_none(cfg, task, C0, init_rng) -> Algorithm:
+    kind = ATTENTION_KINDS[cfg.predictor.name]
+    if cfg.train.simulator == "reduced":
+        return Frozen(task.reduced(4), kind, C0)
+    return Frozen(task, kind, embed(C0, task, init_rng).to(task.device))
+
+
+BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none}
+
+
+# ----- what is logged every log_every steps ---------------------------------------------------------------------
+class StepLogger:
+    """Makes the metrics rows of one logged step (one per live repeat) and appends them to ``metrics.csv``."""
+
+    def __init__(self, cfg: DictConfig, task: Task, writer: MetricsWriter):
+        self.task, self.writer = task, writer
+        self.n_test = int(cfg.train.get("log_test_size", 0))
+        self.generator = None
+        self.bayes = None
+
+    def __call__(self, t: int, lam: float, algo: Algorithm, alive: np.ndarray) -> list[dict]:
+        o = algo.overlaps()
+        cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
+        cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
+        if algo.kind is ERF:
+            cols["excess"] = theory.erf_excess(lam, *(o[k] for k in OVERLAPS), d=self.task.d, L=self.task.L,
+                                               gamma=self.task.gamma, signal=self.task.signal,
+                                               norm_k=o["norm_k"], norm_v=o["norm_v"])
+        if algo.stochastic and self.n_test > 0:
+            cols["test_excess"] = self._test_excess(algo, lam)
+        if isinstance(algo, ERM):
+            cols["train_loss"] = algo.train_loss(lam)
+        rows = [dict(step=t, repeat=r, lam=lam, **{k: float(v[r]) for k, v in cols.items()})
+                for r in np.flatnonzero(alive)]
+        self.writer.write(rows)
+        return rows
+
+    def _test_excess(self, algo: Algorithm, lam: float) -> np.ndarray:
+        """Monte Carlo excess of each repeat on a fresh test batch (the same batch for every repeat)."""
+        eval_task = algo.eval_task
+        if self.generator is None:
+            self.generator = torch_generator(self.task.seed, "log", eval_task.device)
+            from slr.predictors import BayesOptimal
+
+            self.bayes = BayesOptimal.of(eval_task)
+        batch = eval_task.sample(self.n_test, self.generator, dtype=torch.float64)
+        with torch.no_grad():
+            return evaluate.excess_on(algo.predictor(lam), self.bayes, batch.X).mean(-1).cpu().numpy()
+
+
+# ----- evaluation of the final predictor against the baselines -------------------------------------------------
+def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, alive: np.ndarray) -> dict:
+    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms."""
+    eval_task = algo.eval_task
+    simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
+    best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
+    baselines = {
+        "oracle": oracle(eval_task, lam),
+        "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle (best lam)"),
+        "linear": Linear.of(eval_task),
+        "bilinear": Bilinear.of(eval_task),
+    }
+    closed = {"oracle": float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)),
+              "oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma)),
+              "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal))}
+    predictors = dict(baselines)
+    if alive.any():
+        trained = algo.predictor(lam)
+        sel = torch.as_tensor(alive, device=trained.k.device)
+        predictors = {"trained": type(trained)(trained.k[sel], trained.v[sel], lam, trained.kind, trained.name),
+                      **baselines}
+    for i, p in enumerate(algo.fitted_baselines()):
+        predictors["least_squares" if i == 0 else f"fitted_{i}"] = p
+    if simulator == "reduced" and not isinstance(eval_task, ReducedTask):
+        reduced, eval_task = evaluate.reduce(list(predictors.values()), task)
+        predictors = dict(zip(predictors, reduced))
+    rows = evaluate.compare(list(predictors.values()), eval_task, cfg.eval.n_test, cfg.seed, simulator="full")
+    out = {}
+    for key, row in zip(["bayes", *predictors], rows):
+        entry = dict(name=row.name, mc=row.excess, se=row.excess_se, over_bayes=row.over_bayes,
+                     over_bayes_se=row.over_bayes_se)
+        if np.ndim(row.excess) > 0:  # batched over repeats: per-repeat values, and their mean with its spread
+            per = np.asarray(row.excess)
+            entry = dict(name=row.name, per_repeat=per, per_repeat_se=row.excess_se,
+                         over_bayes_per_repeat=row.over_bayes,
+                         mc=float(per.mean()), se=_spread_se(per, row.excess_se),
+                         over_bayes=float(np.mean(row.over_bayes)),
+                         over_bayes_se=_spread_se(np.asarray(row.over_bayes), row.over_bayes_se))
+        if key in closed:
+            entry["closed_form"] = closed[key]
+        out[key] = entry
+    out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
+    out["bayes"]["upper_bound"] = theory.bayes_excess_bound(task.d, task.L, task.gamma, task.signal)
+    if cfg.eval.bayes_is > 0:
+        m, se = evaluate.bayes_excess_is(task, cfg.eval.bayes_is, cfg.seed)
+        out["bayes"]["importance_sampling"], out["bayes"]["importance_sampling_se"] = m, se
+    return out
+
+
+def _spread_se(per_repeat: np.ndarray, mc_se: np.ndarray) -> float:
+    """Standard error of a mean over repeats: their spread over sqrt(R), or the Monte Carlo one for a single repeat."""
+    R = per_repeat.size
+    return float(per_repeat.std(ddof=1) / math.sqrt(R)) if R > 1 else float(np.asarray(mc_se).ravel()[0])
+
+
+def comparison_table(excess: dict) -> str:
+    """The comparison printed at the end of a run."""
+    lines = [f"{'predictor':<34}{'excess risk (MC)':>22}{'closed form':>14}{'excess over Bayes':>24}"]
+    for key, e in excess.items():
+        name = e["name"] + (f" (lam={e['lam']:.3g})" if "lam" in e else "")
+        if "per_repeat" in e:
+            name += f" [{len(e['per_repeat'])} repeats]"
+        cf = e.get("closed_form", e.get("importance_sampling"))
+        cf_s = "" if cf is None else f"{cf:.4g}" + ("*" if "importance_sampling" in e and "closed_form" not in e else "")
+        ob = "" if key == "bayes" else f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
+        lines.append(f"{name:<34}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
+    lines.append("(trained: mean over repeats ± their standard error; closed form: median over repeats; "
+                 "* Bayes by importance sampling)")
+    return "\n".join(lines)
+
+
+# ----- run ------------------------------------------------------------------------------------------------------
+def _hydra_output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def show_progress() -> bool:
+    """A progress bar only on an interactive terminal, outside CI and multiruns."""
+    return sys.stderr.isatty() and not os.environ.get("CI") and not _in_multirun()
+
+
+def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
+    """Run one job into ``out_dir`` (default: Hydra's output dir, else the working directory); return the summary."""
+    check(cfg)
+    out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
+    write_json(out / "summary.json", summary)
+    try:
+        _run(cfg, out, summary, t_start)
+    except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        summary.setdefault("timings", {})["total_s"] = time.perf_counter() - t_start
+        write_json(out / "summary.json", summary)
+        log.error("run failed: %s\n%s", summary["error"], traceback.format_exc())
+        raise
+    return summary
+
+
+def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+    torch.set_num_threads(cfg.threads)
+    tc = cfg.train
+    task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
+                axes=cfg.task.axes, device=cfg.device)
+    summary["task"] = dict(d=task.d, L=task.L, gamma=task.gamma, gamma2=task.gamma**2, eps=task.eps, M=task.M)
+    init_rng = numpy_generator(cfg.seed, "init")
+    C0 = INITS[tc.init](tc.repeats, task.d, init_rng)
+    algo = BUILDERS[tc.algo](cfg, task, C0, init_rng)
+    schedule = lam_schedule(tc.lam_schedule, cfg.predictor.lam, tc.schedule_rate)
+    log.info("%s | %s, %s attention, %s simulator, %d repeats x %d steps -> %s", cfg.name, task, cfg.predictor.name,
+             tc.simulator, tc.repeats, tc.steps, out)
+
+    with MetricsWriter(out / "metrics.csv") as writer:
+        hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
+                     log=StepLogger(cfg, task, writer), progress=show_progress())
+    alive = hist.diverged_at < 0
+    lam = schedule(hist.steps_done)
+    t_train = time.perf_counter()
+
+    o = algo.overlaps()
+    summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
+                              steps_done=hist.steps_done, lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
+                              diverged_at=hist.diverged_at)
+    per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
+    per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
+    summary["final_overlaps"] = dict(per_repeat=per,
+                                     median={k: float(np.median(v)) if v.size else None for k, v in per.items()},
+                                     median_abs={k: float(np.median(np.abs(v))) if v.size else None
+                                                 for k, v in per.items()})
+    excess = evaluate_final(cfg, task, algo, lam, alive)
+    if algo.kind is ERF and alive.any():
+        cf = theory.erf_excess(lam, *(per[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma,
+                               signal=task.signal, norm_k=per["norm_k"], norm_v=per["norm_v"])
+        excess["trained"]["closed_form"] = float(np.median(cf))
+        excess["trained"]["closed_form_per_repeat"] = cf
+    summary["excess"] = excess
+    summary["eval"] = dict(n_test=cfg.eval.n_test, simulator=cfg.eval.simulator or tc.simulator)
+    t_eval = time.perf_counter()
+
+    if cfg.figures and hist.rows:
+        import pandas as pd
+
+        from slr.plots import dynamics_figure, save
+
+        refs = {f"oracle, lam={lam:.3g}": excess["oracle"]["closed_form"],
+                "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
+                "linear": excess["linear"]["closed_form"]}
+        fig, _ = dynamics_figure(pd.DataFrame(hist.rows), refs, title=f"{cfg.name}: {task}, {tc.algo}")
+        save(fig, out / "figures" / "dynamics")
+    t_end = time.perf_counter()
+    summary["status"] = "diverged" if not alive.all() else "ok"
+    summary["timings"] = dict(train_s=t_train - t_start, eval_s=t_eval - t_train, figures_s=t_end - t_eval,
+                              total_s=t_end - t_start, steps_per_s=hist.steps_done / max(hist.seconds, 1e-9))
+    write_json(out / "summary.json", summary)
+    if not alive.all():
+        log.warning("%d of %d repeats diverged (first seen at logged steps %s)", (~alive).sum(), len(alive),
+                    sorted(set(hist.diverged_at[~alive].tolist())))
+    log.info("\n%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
+             t_end - t_start, hist.seconds, summary["timings"]["steps_per_s"], out)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2."""
+    try:
+        summary = run(cfg)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    e = summary["excess"].get("trained")
+    return e["mc"] if e else None

@@ -1,0 +1,222 @@
+"""Closed forms of SPEC section 3: zeta, the population risk of erf attention and the baselines' risks.
+
+Everything is numpy, float64 and broadcasts over its array arguments. ``excess`` always means
+``risk - eps^2 = E (f(X) - W)^2`` with ``W = <X_J0, v*>``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import erf, owens_t
+
+SQRT_PI = math.sqrt(math.pi)
+TWO_OVER_SQRT_PI = 2.0 / SQRT_PI
+
+
+def default_signal(d: int) -> float:
+    """The paper's signal norm ``M = sqrt(d/2)`` (SPEC 1)."""
+    return math.sqrt(d / 2.0)
+
+
+def signal_norm(d: int, signal: float | None) -> float:
+    """``M``: the given signal, or ``sqrt(d/2)`` when it is None."""
+    return default_signal(d) if signal is None else float(signal)
+
+
+def erf_derivatives(x):
+    """``erf(x), erf'(x), erf''(x), erf'''(x)`` with ``erf' = 2 exp(-x^2)/sqrt(pi)``."""
+    x = np.asarray(x, dtype=float)
+    e1 = TWO_OVER_SQRT_PI * np.exp(-x * x)
+    return erf(x), e1, -2.0 * x * e1, (4.0 * x * x - 2.0) * e1
+
+
+def zeta(t, g):
+    """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)`` (SPEC 3)."""
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    return 1.0 - 8.0 * owens_t(math.sqrt(2.0) * t / p, 1.0 / q)
+
+
+def zeta_t(t, g):
+    """``d zeta / dt = (2/p) erf(t/(pq)) erf'(t/p)`` (SPEC 3)."""
+    return _zeta_derivatives(t, g)[0]
+
+
+def zeta_tt(t, g):
+    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (SPEC 3)."""
+    return _zeta_derivatives(t, g)[1]
+
+
+def zeta_ttt(t, g):
+    """Third t-derivative of zeta (the derivative of ``zeta_tt``), needed by the gradient of the risk."""
+    return _zeta_derivatives(t, g)[2]
+
+
+def _zeta_derivatives(t, g):
+    """``(zeta_t, zeta_tt, zeta_ttt)`` at ``(t, g)``: elementary functions of ``a = t/(pq)`` and ``b = t/p``."""
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    f0, f1, f2, _ = erf_derivatives(t / (p * q))
+    _, e1, e2, e3 = erf_derivatives(t / p)
+    z1 = 2.0 / p * f0 * e1
+    z2 = 2.0 / p * (f1 * e1 / (p * q) + f0 * e2 / p)
+    z3 = 2.0 / p * (f2 * e1 / (p * q) ** 2 + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
+    return z1, z2, z3
+
+
+class Moments(NamedTuple):
+    """The moments of SPEC 3 for unit ``k``, ``v``: informative token ``A``, noise token ``B``, ``W = <X_J0, v*>``."""
+
+    EA: np.ndarray
+    EAW: np.ndarray
+    EA2: np.ndarray
+    EB: np.ndarray
+    EB2: np.ndarray
+
+
+def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> Moments:
+    """``E[A], E[AW], E[A^2], E[B], E[B^2]`` of erf attention with unit ``k``, ``v`` (SPEC 3)."""
+    lam, kappa, nu, theta, eta, rho = (np.asarray(a, dtype=float) for a in (lam, kappa, nu, theta, eta, rho))
+    c, s, m = lam * M * kappa, lam * gamma, M * theta
+    p = np.sqrt(1.0 + 2.0 * s * s)
+    e0, e1, e2, _ = erf_derivatives(c / p)
+    z1, z2, _ = _zeta_derivatives(c, s)
+    EA = m * e0 + gamma * rho * s * e1 / p
+    EAW = gamma**2 * nu * e0 + gamma * s * eta * (m * e1 / p + gamma * rho * s * e2 / p**2)
+    EA2 = (m * m + gamma**2) * zeta(c, s) + 2.0 * m * gamma * rho * s * z1 + (gamma * rho * s) ** 2 * z2
+    EB = 2.0 * lam * rho / np.sqrt(np.pi * (1.0 + 2.0 * lam * lam))
+    EB2 = zeta(0.0, lam) + 8.0 * lam**2 * rho**2 / (np.pi * (1.0 + 2.0 * lam**2) * np.sqrt(1.0 + 4.0 * lam**2))
+    return Moments(EA, EAW, EA2, EB, EB2)
+
+
+def erf_excess(lam, kappa, nu, theta, eta, rho, *, d: int, L: int, gamma: float, signal: float | None = None,
+               norm_k=1.0, norm_v=1.0):
+    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K`` (SPEC 3).
+
+    The overlaps are those of the unit vectors ``k/K`` and ``v/V``.
+    """
+    mo = erf_moments(np.asarray(lam, dtype=float) * norm_k, kappa, nu, theta, eta, rho,
+                     M=signal_norm(d, signal), gamma=gamma)
+    Q1 = mo.EAW
+    Q2 = mo.EA2 + 2 * (L - 1) * mo.EA * mo.EB + (L - 1) * mo.EB2 + (L - 1) * (L - 2) * mo.EB**2
+    V = np.asarray(norm_v, dtype=float)
+    return gamma**2 - 2.0 * V * Q1 + V * V * Q2
+
+
+def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = None):
+    """Oracle ``k = k*``, ``v = v*``: ``gamma^2 [1 - 2 erf(lam M/sqrt(1+2 lam^2 gamma^2)) + zeta(lam M, lam gamma)] + (L-1) zeta(0, lam)``."""
+    lam = np.asarray(lam, dtype=float)
+    M = signal_norm(d, signal)
+    u = lam * M / np.sqrt(1.0 + 2.0 * lam**2 * gamma**2)
+    return gamma**2 * (1.0 - 2.0 * erf(u) + zeta(lam * M, lam * gamma)) + (L - 1) * zeta(0.0, lam)
+
+
+def linear_excess(L: int, gamma: float):
+    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d`` (SPEC 3)."""
+    return gamma**2 * (L - 1) / (gamma**2 + L - 1)
+
+
+def linear_coefficient(L: int, gamma: float) -> float:
+    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position (SPEC 2)."""
+    return gamma**2 / (gamma**2 + L - 1)
+
+
+def bilinear_coefficient(d: int, L: int, gamma: float, signal: float | None = None) -> float:
+    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+    M = signal_norm(d, signal)
+    return M * gamma**2 / ((M**2 + gamma**2) * gamma**2 + L - 1)
+
+
+def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
+    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)`` (SPEC 3)."""
+    M = signal_norm(d, signal)
+    return gamma**2 * (gamma**4 + L - 1) / (gamma**2 * M**2 + gamma**4 + L - 1)
+
+
+def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None,
+                    bounds: tuple[float, float] = (1e-4, 1e3)) -> tuple[float, float]:
+    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam`` (bounded search on ``log lam``)."""
+    from scipy.optimize import minimize_scalar
+
+    grid = np.geomspace(*bounds, 400)
+    values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
+    i = int(np.argmin(values))
+    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
+    res = minimize_scalar(lambda x: float(oracle_excess(np.exp(x), d=d, L=L, gamma=gamma, signal=signal)),
+                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+    return float(np.exp(res.x)), float(res.fun)
+
+
+def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
+    """``D_B = M^2/(4(1+gamma^2)) + (d/2) ln((1+gamma^2)/(2 gamma))`` between informative and noise tokens (SPEC 3)."""
+    M = signal_norm(d, signal)
+    return M**2 / (4.0 * (1.0 + gamma**2)) + 0.5 * d * math.log((1.0 + gamma**2) / (2.0 * gamma))
+
+
+def bayes_excess_bound(d: int, L: int, gamma: float, signal: float | None = None) -> float:
+    """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (SPEC 3)."""
+    return (L - 1) * 2.0 * gamma**2 / (1.0 + gamma**2) * math.exp(-2.0 * bhattacharyya_distance(d, gamma, signal))
+
+
+class ErfRiskGradient:
+    """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam`` (SPEC 3-4).
+
+    Written for speed inside population PGD: scalar constants are computed once, the overlaps are arrays over
+    repeats, and no Owen's T is evaluated (the gradient needs only elementary functions).
+    """
+
+    def __init__(self, lam: float, *, M: float, L: int, gamma: float):
+        s = lam * gamma
+        self.lam, self.M, self.L, self.gamma, self.s = lam, M, L, gamma, s
+        self.p = math.sqrt(1.0 + 2.0 * s * s)
+        self.q = math.sqrt(1.0 + 4.0 * s * s)
+        self.beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))  # E[B] = beta1 rho
+        self.beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
+
+    def __call__(self, kappa, nu, theta, eta, rho):
+        """Partial derivatives ``(R_kappa, R_nu, R_theta, R_eta, R_rho)`` of the excess."""
+        lam, M, L, g, s, p, q = self.lam, self.M, self.L, self.gamma, self.s, self.p, self.q
+        c = lam * M * kappa
+        u = c / p
+        a = u / q
+        e0 = erf(u)
+        e1 = TWO_OVER_SQRT_PI * np.exp(-u * u)
+        e2 = -2.0 * u * e1
+        e3 = (4.0 * u * u - 2.0) * e1
+        f0 = erf(a)
+        f1 = TWO_OVER_SQRT_PI * np.exp(-a * a)
+        f2 = -2.0 * a * f1
+        # t-derivatives of zeta(t, s) at t = c (SPEC 3, and the derivative of zeta_tt)
+        z0 = 1.0 - 8.0 * owens_t(math.sqrt(2.0) * c / p, 1.0 / q)
+        z1 = (2.0 / p) * f0 * e1
+        z2 = (2.0 / p) * (f1 * e1 / (p * q) + f0 * e2 / p)
+        z3 = (2.0 / p) * (f2 * e1 / (p * q) ** 2 + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
+        gs = g * s
+        m = M * theta
+        dc = lam * M  # dc/dkappa
+        # E[A] = m e0 + gs rho e1/p
+        EA = m * e0 + gs * rho * e1 / p
+        EA_k = dc / p * (m * e1 + gs * rho * e2 / p)
+        EA_t = M * e0
+        EA_r = gs * e1 / p
+        # E[AW] = g^2 nu e0 + gs eta (m e1/p + gs rho e2/p^2)
+        EAW_k = dc / p * (g * g * nu * e1 + gs * eta * (m * e2 / p + gs * rho * e3 / p**2))
+        EAW_n = g * g * e0
+        EAW_t = gs * eta * M * e1 / p
+        EAW_e = gs * (m * e1 / p + gs * rho * e2 / p**2)
+        EAW_r = gs * eta * gs * e2 / p**2
+        # E[A^2] = (m^2 + g^2) z0 + 2 m gs rho z1 + (gs rho)^2 z2, each z_j a function of c = lam M kappa
+        EA2_k = dc * ((m * m + g * g) * z1 + 2.0 * m * gs * rho * z2 + (gs * rho) ** 2 * z3)
+        EA2_t = 2.0 * M * m * z0 + 2.0 * M * gs * rho * z1
+        EA2_r = 2.0 * m * gs * z1 + 2.0 * gs * gs * rho * z2
+        # noise-token terms: 2(L-1) E[A] E[B] + (L-1) E[B^2] + (L-1)(L-2) E[B]^2, E[B] = beta1 rho
+        cross = 2.0 * (L - 1) * self.beta1
+        R_k = EA2_k - 2.0 * EAW_k + cross * rho * EA_k
+        R_n = -2.0 * EAW_n
+        R_t = EA2_t - 2.0 * EAW_t + cross * rho * EA_t
+        R_e = -2.0 * EAW_e
+        R_r = (EA2_r - 2.0 * EAW_r + cross * (EA + rho * EA_r)
+               + 2.0 * (L - 1) * rho * (self.beta2 + (L - 2) * self.beta1**2))
+        return R_k, R_n, R_t, R_e, R_r

@@ -1,0 +1,395 @@
+"""Training of attention on single-location regression (SPEC 4, and SPEC 6 for the reduced simulators).
+
+Every algorithm holds the ``R`` repeats' ``(k, v)`` as one array ``KV`` of shape (R, 2, D) and advances it by
+one ``step(lam)``; :func:`train` is the one loop over steps around them (schedule, logging, divergence).
+``D`` is ``d`` for the full simulators, and 4 for the reduced ones, whose coordinates are on
+``(k*, v*, e_1, e_2)`` with ``e_1``, ``e_2`` spanning the parts of ``k``, ``v`` orthogonal to ``k*``, ``v*``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from slr.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
+from slr.reduced import ReducedTask
+from slr.seeding import numpy_from_torch
+from slr.task import Task
+from slr.theory import ErfRiskGradient
+
+OVERLAPS = ("kappa", "nu", "theta", "eta", "rho")
+EXPLODED_NORM = 1e6  # a repeat whose |k| or |v| passes this is declared diverged
+
+
+# ----- initialisation: canonical coordinates (R, 2, 4) on (k*, v*, e1, e2), exact in distribution for any d -----
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt((x * x).sum(-1, keepdims=True))
+
+
+def init_sphere(R: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """``k``, ``v`` independent and uniform on the sphere of ``R^d``: Gaussian coordinates on ``k*``, ``v*``, the
+    rest of ``k`` as one chi-square norm, the rest of ``v`` split along ``k``'s residual and a chi-square norm."""
+    C = np.zeros((R, 2, 4))
+    C[:, 0, :2] = rng.standard_normal((R, 2))
+    C[:, 0, 2] = np.sqrt(rng.chisquare(d - 2, R)) if d > 2 else 0.0
+    C[:, 1, :3] = rng.standard_normal((R, 3)) if d > 2 else np.c_[rng.standard_normal((R, 2)), np.zeros(R)]
+    C[:, 1, 3] = np.sqrt(rng.chisquare(d - 3, R)) if d > 3 else 0.0
+    return _unit(C)
+
+
+def init_manifold(R: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """On the invariant manifold ``k ⟂ v*``, ``v ⟂ k*``, ``v ⟂ k``: Gaussian vectors projected and normalised."""
+    C = np.zeros((R, 2, 4))
+    C[:, 0, 0] = rng.standard_normal(R)
+    C[:, 0, 2] = np.sqrt(rng.chisquare(d - 2, R)) if d > 2 else 0.0
+    C[:, 1, 1] = rng.standard_normal(R)
+    C[:, 1, 3] = np.sqrt(rng.chisquare(d - 3, R)) if d > 3 else 0.0
+    return _unit(C)
+
+
+def init_oracle(R: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """``k = k*``, ``v = v*``."""
+    C = np.zeros((R, 2, 4))
+    C[:, 0, 0] = C[:, 1, 1] = 1.0
+    return C
+
+
+INITS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
+    "sphere": init_sphere, "manifold": init_manifold, "oracle": init_oracle}
+
+
+def embed(C: np.ndarray, task: Task, rng: np.random.Generator) -> torch.Tensor:
+    """Canonical coordinates (R, 2, 4) -> vectors in ``R^d`` (R, 2, d), with ``e1``, ``e2`` uniformly random
+    orthonormal vectors orthogonal to ``k*``, ``v*`` (exact in distribution: the task is invariant under rotations
+    that fix ``k*`` and ``v*``)."""
+    R, d = C.shape[0], task.d
+    ks, vs = task.k_star.to(torch.float64).cpu(), task.v_star.to(torch.float64).cpu()
+    g = torch.as_tensor(rng.standard_normal((R, d, 2)))
+    A = torch.cat([torch.stack([ks, vs], -1).expand(R, d, 2), g], dim=-1)  # (R, d, 4)
+    E, Rm = torch.linalg.qr(A)
+    E = E * torch.where(torch.diagonal(Rm, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
+    return torch.as_tensor(C) @ E.transpose(-1, -2)  # (R, 2, d)
+
+
+# ----- lam schedules (SPEC 4) ----------------------------------------------------------------------------------
+def lam_schedule(kind: str, lam0: float, rate: float) -> Callable[[int], float]:
+    """``constant``: ``lam_t = lam0``; ``inverse``: ``lam_t = lam0 / (1 + rate t)``."""
+    if kind == "constant":
+        return lambda t: lam0
+    if kind == "inverse":
+        return lambda t: lam0 / (1.0 + rate * t)
+    raise ValueError(f"train.lam_schedule must be 'constant' or 'inverse', got {kind!r}")
+
+
+# ----- shared pieces of the updates -----------------------------------------------------------------------------
+def retract(KV, G, lr: float, projected: bool):
+    """One step on ``(k, v)`` (numpy or torch, shape (..., 2, D)): ``k <- (k - lr g)/||k - lr g||`` with the
+    tangent gradient ``g = grad - <k, grad> k`` (SPEC 4); a plain gradient step when not projected."""
+    if not projected:
+        return KV - lr * G
+    N = KV - lr * (G - (KV * G).sum(-1)[..., None] * KV)
+    return N / ((N * N).sum(-1)[..., None]) ** 0.5
+
+
+def squared_loss_gradient(kind: AttentionKind, KV: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lam: float):
+    """Gradient of ``mean_b (T(X_b) - y_b)^2`` in ``(k, v)`` for each repeat, and the residuals ``T - y``.
+
+    ``KV`` (R, 2, d), ``X`` (R, B, L, d), ``y`` (R, B); ``grad_k = sum alpha_bl X_bl``, ``grad_v = sum beta_bl X_bl``.
+    """
+    R, B, L, d = X.shape
+    P = X @ KV.transpose(-1, -2).unsqueeze(1)  # (R, B, L, 2)
+    T, dpk, dpv = kind.output_and_grads(P[..., 0], P[..., 1], lam, TORCH_OPS)
+    r = T - y  # (R, B)
+    AB = (2.0 / B) * r[:, None, :, None] * torch.stack([dpk, dpv], 1)  # (R, 2, B, L)
+    return AB.reshape(R, 2, B * L) @ X.reshape(R, B * L, d), r  # (R, 2, d), (R, B)
+
+
+# ----- the algorithms -------------------------------------------------------------------------------------------
+class Algorithm:
+    """State of ``R`` repeats of an attention predictor: ``KV`` (R, 2, D) in the coordinates of ``eval_task``."""
+
+    KV: np.ndarray | torch.Tensor
+    kind: AttentionKind
+    eval_task: Task | ReducedTask
+    stochastic = True  # whether a Monte Carlo test risk is worth logging
+
+    def step(self, lam: float) -> None:
+        raise NotImplementedError
+
+    def vectors(self) -> np.ndarray:
+        """``KV`` as float64 numpy (R, 2, D)."""
+        KV = self.KV
+        return KV.detach().to("cpu", torch.float64).numpy() if isinstance(KV, torch.Tensor) else KV
+
+    def overlaps(self) -> dict[str, np.ndarray]:
+        """``kappa, nu, theta, eta, rho`` of the unit vectors and the norms ``|k|``, ``|v|``, each (R,)."""
+        KV = self.vectors()
+        ks = self.eval_task.k_star.detach().to("cpu", torch.float64).numpy()
+        vs = self.eval_task.v_star.detach().to("cpu", torch.float64).numpy()
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            norms = np.sqrt((KV * KV).sum(-1))  # (R, 2)
+            U = KV / norms[..., None]
+            return dict(kappa=U[:, 0] @ ks, nu=U[:, 1] @ vs, theta=U[:, 1] @ ks, eta=U[:, 0] @ vs,
+                        rho=(U[:, 0] * U[:, 1]).sum(-1), norm_k=norms[:, 0], norm_v=norms[:, 1])
+
+    def predictor(self, lam: float, name: str | None = None) -> Attention:
+        """The current predictor, batched over repeats, in float64 on the evaluation task's device."""
+        KV = torch.as_tensor(self.vectors(), device=self.eval_task.device, dtype=torch.float64)
+        return Attention(KV[:, 0], KV[:, 1], lam, self.kind, name or f"trained {self.kind.name} attention")
+
+    def discard(self, mask: np.ndarray) -> None:
+        """Stop the repeats in ``mask`` (diverged): their state becomes NaN and stays so."""
+        idx = torch.as_tensor(mask) if isinstance(self.KV, torch.Tensor) else mask
+        self.KV[idx] = float("nan")
+
+    def fitted_baselines(self) -> list:
+        """Baselines fitted on this algorithm's training data (ERM only)."""
+        return []
+
+
+class FullSGD(Algorithm):
+    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (SPEC 4)."""
+
+    def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, batch_size: int,
+                 projected: bool, generator: torch.Generator, dtype: torch.dtype):
+        self.task, self.eval_task, self.kind = task, task, kind
+        self.KV = KV0.to(task.device, dtype)
+        self.lr, self.B, self.projected, self.gen, self.dtype = lr, batch_size, projected, generator, dtype
+
+    def step(self, lam: float) -> None:
+        X, y, _, _ = self.task.sample((self.KV.shape[0], self.B), self.gen, self.dtype)  # (R, B, L, d)
+        G, _ = squared_loss_gradient(self.kind, self.KV, X, y, lam)
+        self.KV = retract(self.KV, G, self.lr, self.projected)
+
+
+class ReducedSGD(Algorithm):
+    """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (SPEC 6).
+
+    The state is ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` on ``(k*, v*, e1, e2)`` (the five overlaps,
+    and the two norms when not projected). Each step draws the batch's coordinates on that basis, forms the
+    gradient coefficients ``alpha_bl``, ``beta_bl``, and adds the out-of-span parts of the update through their
+    Gram matrix ``lr^2 Wishart_2(d - 4, S)`` (Bartlett decomposition). By exchangeability of the positions the
+    informative token is put first. The Gaussian draws come from torch in float32 (as the full simulator's), in
+    blocks of ``block`` steps; the state is float64.
+    """
+
+    def __init__(self, task: Task, kind: AttentionKind, C0: np.ndarray, *, lr: float, batch_size: int,
+                 projected: bool, generator: torch.Generator, block: int = 256):
+        if task.d < 5:
+            raise ValueError(f"the reduced SGD simulator needs d >= 5 (a non-empty complement of the 4-dim span), got d={task.d}")
+        self.eval_task, self.kind = task.reduced(4), kind
+        self.KV = np.array(C0, dtype=np.float64)
+        self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
+        self.lr, self.B, self.projected, self.gen, self.block = lr, batch_size, projected, generator, block
+        self.rng = numpy_from_torch(generator)
+        self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B)  # (B L,) out-of-span variances
+        self._i = block
+
+    def _refill(self) -> None:
+        R, B, L, n = self.KV.shape[0], self.B, self.L, self.block
+        Zt = torch.randn(n, R, 4, B, L, generator=self.gen, dtype=torch.float32)  # coordinates on (k*, v*, e1, e2)
+        xi = torch.randn(n, R, B, generator=self.gen, dtype=torch.float32)
+        Zt[..., 0] *= self.gamma  # the informative token first: z_0 = M e1 + gamma N(0, I_4)
+        Zt[:, :, 0, :, 0] += self.M
+        self._y = (Zt[:, :, 1, :, 0] + self.eps * xi).to(torch.float64).numpy()  # (n, R, B): W plus noise
+        self._Zt = Zt.reshape(n, R, 4, B * L).to(torch.float64).numpy()  # (n, R, 4, B L)
+        self._c1 = np.sqrt(self.rng.chisquare(self.d - 4, (n, R)))
+        self._c2 = np.sqrt(self.rng.chisquare(self.d - 5, (n, R))) if self.d > 5 else np.zeros((n, R))
+        self._n21 = self.rng.standard_normal((n, R))
+        self._i = 0
+
+    def step(self, lam: float) -> None:
+        if self._i == self.block:
+            self._refill()
+        i, C, R, B, L, lr = self._i, self.KV, self.KV.shape[0], self.B, self.L, self.lr
+        self._i += 1
+        Zt = self._Zt[i]  # (R, 4, B L): the batch's coordinates on (k*, v*, e1, e2)
+        P = (C @ Zt).reshape(R, 2, B, L)  # <X_bl, k>, <X_bl, v>
+        T, dpk, dpv = self.kind.output_and_grads(P[:, 0], P[:, 1], lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
+        r = (T - self._y[i]) * (2.0 / B)  # (R, B)
+        AB = np.stack([dpk, dpv], 1)  # (R, 2, B, L)
+        AB *= r[:, None, :, None]
+        AB = AB.reshape(R, 2, B * L)  # alpha_bl, beta_bl: grad_k = sum alpha X, grad_v = sum beta X
+        G = AB @ Zt.transpose(0, 2, 1)  # (R, 2, 4): the in-span parts of the gradients
+        S = (AB * self.s2) @ AB.transpose(0, 2, 1)  # (R, 2, 2): covariance of the out-of-span parts per direction
+        if self.projected:  # the out-of-span parts are orthogonal to k and v: only the in-span part is projected
+            G -= (C * G).sum(-1)[..., None] * C
+        N = C - lr * G  # (R, 2, 4)
+        gram = N @ N.transpose(0, 2, 1) + (lr * lr) * wishart2(S, self._c1[i], self._c2[i], self._n21[i])
+        self.KV = canonical(N[:, :, :2], gram, normalise=self.projected)
+
+
+def wishart2(S: np.ndarray, c1: np.ndarray, c2: np.ndarray, n21: np.ndarray) -> np.ndarray:
+    """A draw of ``Wishart_2(n, S)`` (R, 2, 2) by the Bartlett decomposition ``l A A^T l^T`` with ``S = l l^T``,
+    ``A = [[c1, 0], [n21, c2]]``, ``c1^2 ~ chi^2_n``, ``c2^2 ~ chi^2_{n-1}``, ``n21 ~ N(0, 1)`` (given)."""
+    l11 = np.sqrt(S[:, 0, 0])
+    l21 = S[:, 0, 1] / np.where(l11 > 0, l11, np.inf)
+    l22 = np.sqrt(np.maximum(S[:, 1, 1] - l21 * l21, 0.0))
+    x, y, z = l11 * c1, l21 * c1 + l22 * n21, l22 * c2  # l A = [[x, 0], [y, z]]
+    W = np.empty_like(S)
+    W[:, 0, 0] = x * x
+    W[:, 0, 1] = W[:, 1, 0] = x * y
+    W[:, 1, 1] = y * y + z * z
+    return W
+
+
+def canonical(star: np.ndarray, gram: np.ndarray, *, normalise: bool) -> np.ndarray:
+    """Canonical coordinates (R, 2, 4) of ``(k, v)`` from their coordinates on ``k*``, ``v*`` (R, 2, 2) and their
+    Gram matrix (R, 2, 2): ``k = (k1, k2, a, 0)``, ``v = (v1, v2, b, c)`` where ``[[a, 0], [b, c]]`` is the Cholesky
+    factor of the Gram matrix of the parts orthogonal to ``k*``, ``v*``; divided by the norms if ``normalise``."""
+    resid = gram - star @ star.transpose(0, 2, 1)
+    a = np.sqrt(np.maximum(resid[:, 0, 0], 0.0))
+    b = resid[:, 0, 1] / np.where(a > 0, a, np.inf)
+    C = np.empty((star.shape[0], 2, 4))
+    C[:, :, :2] = star
+    C[:, 0, 2], C[:, 0, 3], C[:, 1, 2] = a, 0.0, b
+    C[:, 1, 3] = np.sqrt(np.maximum(resid[:, 1, 1] - b * b, 0.0))
+    if normalise:
+        C /= np.sqrt(np.diagonal(gram, axis1=1, axis2=2))[:, :, None]
+    return C
+
+
+class ERM(Algorithm):
+    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (SPEC 4)."""
+
+    def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, n_train: int,
+                 projected: bool, optimizer: str, generator: torch.Generator, dtype: torch.dtype):
+        self.task, self.eval_task, self.kind = task, task, kind
+        self.KV = KV0.to(task.device, dtype)
+        self.lr, self.projected = lr, projected
+        self.data = task.sample((self.KV.shape[0], n_train), generator, dtype)  # X (R, n, L, d)
+        self.adam = None
+        if optimizer == "adam":
+            self.KV.requires_grad_(False)
+            self.param = torch.nn.Parameter(self.KV.clone())
+            self.adam = torch.optim.Adam([self.param], lr=lr)
+        elif optimizer != "gd":
+            raise ValueError(f"train.optimizer must be 'gd' or 'adam', got {optimizer!r}")
+
+    def step(self, lam: float) -> None:
+        G, _ = squared_loss_gradient(self.kind, self.KV, self.data.X, self.data.y, lam)
+        if self.adam is None:
+            self.KV = retract(self.KV, G, self.lr, self.projected)
+            return
+        if self.projected:
+            G = G - (self.KV * G).sum(-1)[..., None] * self.KV
+        self.param.grad = G
+        self.adam.step()
+        with torch.no_grad():
+            if self.projected:
+                self.param /= self.param.norm(dim=-1, keepdim=True)
+            self.KV = self.param.detach().clone()
+
+    def train_loss(self, lam: float) -> np.ndarray:
+        """Training risk ``mean (T(X) - y)^2`` per repeat (R,)."""
+        with torch.no_grad():
+            T = self.predictor(lam).predict(self.data.X.to(torch.float64))  # (R, n)
+            return (T - self.data.y.to(torch.float64)).square().mean(-1).cpu().numpy()
+
+    def fitted_baselines(self) -> list:
+        return [LeastSquaresLinear.fit(self.data.X.to(torch.float64), self.data.y.to(torch.float64))]
+
+
+class PopulationPGD(Algorithm):
+    """Projected gradient descent on the closed-form population risk of erf attention (SPEC 4), float64.
+
+    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (SPEC 6), so
+    the iterates stay in ``span{k0, v0, k*, v*}``: in the reduced form ``D = 4`` and ``k* = e1``, ``v* = e2``.
+    """
+
+    stochastic = False
+
+    def __init__(self, eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float):
+        self.eval_task, self.kind = eval_task, ERF
+        self.KV = np.array(KV0, dtype=np.float64)
+        self.ks = eval_task.k_star.detach().to("cpu", torch.float64).numpy()
+        self.vs = eval_task.v_star.detach().to("cpu", torch.float64).numpy()
+        self.lr, self.M, self.L, self.gamma = lr, M, L, gamma
+        self._grad = None
+
+    def step(self, lam: float) -> None:
+        if self._grad is None or self._grad.lam != lam:
+            self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma)
+        k, v, ks, vs = self.KV[:, 0], self.KV[:, 1], self.ks, self.vs
+        Rk, Rn, Rt, Re, Rr = self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1))
+        G = np.empty_like(self.KV)
+        G[:, 0] = Rk[:, None] * ks + Re[:, None] * vs + Rr[:, None] * v
+        G[:, 1] = Rn[:, None] * vs + Rt[:, None] * ks + Rr[:, None] * k
+        self.KV = retract(self.KV, G, self.lr, True)
+
+
+class Frozen(Algorithm):
+    """No training: the predictor stays at its initialisation (``train=none``)."""
+
+    def __init__(self, eval_task, kind: AttentionKind, KV0):
+        self.eval_task, self.kind, self.KV = eval_task, kind, KV0
+
+    def step(self, lam: float) -> None:  # pragma: no cover - train=none runs zero steps
+        raise RuntimeError("train=none takes no steps")
+
+
+# ----- the loop -------------------------------------------------------------------------------------------------
+@dataclass
+class History:
+    """What the loop observed: logged rows, per-repeat divergence steps and timings."""
+
+    rows: list[dict] = field(default_factory=list)
+    diverged_at: np.ndarray | None = None  # (R,) logged step at which each repeat was found non-finite, or -1
+    steps_done: int = 0
+    seconds: float = 0.0
+
+
+def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[int], float],
+          log: Callable[[int, float, Algorithm, np.ndarray], list[dict]], progress: bool = False) -> History:
+    """Run ``steps`` steps of ``algo``, calling ``log(t, lam_t, algo, alive)`` every ``log_every`` steps and at the end.
+
+    A repeat whose state or logged numbers become non-finite, or whose norms explode, is discarded at the
+    logged step where this is seen; the loop stops early when no repeat is left.
+    """
+    from tqdm.auto import tqdm
+
+    R = algo.KV.shape[0]
+    hist = History(diverged_at=np.full(R, -1))
+    alive = np.ones(R, dtype=bool)
+    start = time.perf_counter()
+    bar = tqdm(total=steps, disable=not progress, unit="step", mininterval=0.5, leave=False)
+    t = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        while True:
+            lam = schedule(t)
+            if t % log_every == 0 or t == steps:
+                rows = log(t, lam, algo, alive)
+                bad = alive & ~_finite_repeats(rows, R)
+                if bad.any():
+                    hist.diverged_at[bad] = t
+                    alive &= ~bad
+                    algo.discard(bad)
+                hist.rows.extend(r for r in rows if alive[r["repeat"]] or hist.diverged_at[r["repeat"]] == t)
+                bar.set_postfix_str(_postfix(rows, alive), refresh=False)
+            if t == steps or not alive.any():
+                break
+            algo.step(lam)
+            t += 1
+            bar.update(1)
+    bar.close()
+    hist.steps_done, hist.seconds = t, time.perf_counter() - start
+    return hist
+
+
+def _finite_repeats(rows: list[dict], R: int) -> np.ndarray:
+    ok = np.ones(R, dtype=bool)
+    for row in rows:
+        values = [row[k] for k in (*OVERLAPS, "norm_k", "norm_v", "excess", "test_excess", "train_loss") if k in row]
+        finite = all(v is None or math.isfinite(v) for v in values)
+        ok[row["repeat"]] = finite and row["norm_k"] < EXPLODED_NORM and row["norm_v"] < EXPLODED_NORM
+    return ok
+
+
+def _postfix(rows: list[dict], alive: np.ndarray) -> str:
+    vals = [r.get("excess", float("nan")) for r in rows if alive[r["repeat"]]]
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    return f"median excess {np.median(vals):.4g}" if vals else ""
