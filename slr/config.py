@@ -140,8 +140,18 @@ def outputs_dir() -> str:
     return os.environ.get("SLR_OUTPUTS") or str(ROOT / "outputs")
 
 
+def job_dirname(num: int, override_dirname: str) -> str:
+    """A multirun job's folder: its overrides (``seed=1,task.d=40``), so that re-running a sweep finds each job's
+    folder whatever the order of the jobs; ``job<num>`` for a job without overrides."""
+    name = str(override_dirname) if override_dirname else f"job{num}"
+    if len(name) > 200:  # file names are limited to 255 bytes: keep a readable prefix and a hash of the rest
+        name = f"{name[:180]}...{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name.replace("/", "_")
+
+
 if not OmegaConf.has_resolver("slr_outputs"):
     OmegaConf.register_new_resolver("slr_outputs", outputs_dir)
+    OmegaConf.register_new_resolver("slr_jobdir", job_dirname)
 register()
 
 

@@ -54,6 +54,8 @@ class Comparison:
     over_bayes: np.ndarray
     over_bayes_se: np.ndarray
     n: int
+    pooled_se: float = float("nan")  # Monte Carlo s.e. of the mean over repeats (samples are shared by repeats)
+    pooled_over_bayes_se: float = float("nan")
 
 
 def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor], ReducedTask]:
@@ -83,16 +85,18 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
     if simulator == "reduced" and not isinstance(task, ReducedTask):
         predictors, task = reduce(predictors, task)
     generator = torch_generator(seed, "eval", task.device)
-    excess = [RunningMean() for _ in predictors]
-    over = [RunningMean() for _ in predictors]
+    acc = [[RunningMean() for _ in range(4)] for _ in predictors]  # excess, over Bayes, and their repeat means
     with torch.no_grad():
         for batch in batches(task, n, generator, chunk):
             f_star, var = predictors[0].posterior(batch.X)
-            for p, ex, ov in zip(predictors, excess, over):
-                d2 = (p.predict(batch.X) - f_star).square()
+            for p, (ex, ov, ex_pool, ov_pool) in zip(predictors, acc):
+                d2 = (p.predict(batch.X) - f_star).square()  # (..., m)
                 ex.add(d2 + var)
                 ov.add(d2)
-    return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n) for p, ex, ov in zip(predictors, excess, over)]
+                ex_pool.add((d2 + var).reshape(-1, d2.shape[-1]).mean(0))
+                ov_pool.add(d2.reshape(-1, d2.shape[-1]).mean(0))
+    return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se))
+            for p, (ex, ov, ex_pool, ov_pool) in zip(predictors, acc)]
 
 
 def mc_excess(predictor: Predictor, task, n: int, seed: int = 0, *, simulator: str = "full",

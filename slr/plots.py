@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from slr.io import METRIC_COLUMNS  # noqa: E402
+
 
 def band(df: pd.DataFrame, column: str, by: str = "step", level: float = 0.95) -> pd.DataFrame:
     """Per value of ``by``: median of ``column`` over repeats and the central ``level`` interval (lo, hi)."""
@@ -37,7 +39,7 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     palette = sns.color_palette("deep")
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
     axes = axes.ravel()
-    df = metrics.copy()
+    df = metrics.reindex(columns=list(dict.fromkeys([*metrics.columns, *METRIC_COLUMNS])))
     df["abs_kappa"], df["abs_nu"] = df["kappa"].abs(), df["nu"].abs()
     R = df["repeat"].nunique()
 
@@ -85,8 +87,8 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
         ax.set_yscale("log")
     else:
         ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
+        ax.legend(fontsize=8)
     ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)", title="(d) distance to the manifold θ=η=ρ=0")
-    ax.legend(fontsize=8)
     if title:
         fig.suptitle(f"{title}  —  median and 95% band over {R} repeats")
     return fig, axes

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from slr import evaluate, theory
 from slr.config import CONF_DIR, ConfigError, check, digest
-from slr.io import MetricsWriter, write_json
+from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, write_json
 from slr.reduced import ReducedTask
 from slr.predictors import ATTENTION_KINDS, ERF, Bilinear, Linear, erf_attention, oracle
 from slr.seeding import numpy_generator, torch_generator
@@ -119,7 +119,7 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
     baselines = {
         "oracle": oracle(eval_task, lam),
-        "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle (best lam)"),
+        "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
         "linear": Linear.of(eval_task),
         "bilinear": Bilinear.of(eval_task),
     }
@@ -142,13 +142,12 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     for key, row in zip(["bayes", *predictors], rows):
         entry = dict(name=row.name, mc=row.excess, se=row.excess_se, over_bayes=row.over_bayes,
                      over_bayes_se=row.over_bayes_se)
-        if np.ndim(row.excess) > 0:  # batched over repeats: per-repeat values, and their mean with its spread
-            per = np.asarray(row.excess)
-            entry = dict(name=row.name, per_repeat=per, per_repeat_se=row.excess_se,
-                         over_bayes_per_repeat=row.over_bayes,
-                         mc=float(per.mean()), se=_spread_se(per, row.excess_se),
-                         over_bayes=float(np.mean(row.over_bayes)),
-                         over_bayes_se=_spread_se(np.asarray(row.over_bayes), row.over_bayes_se))
+        if np.ndim(row.excess) > 0:  # batched over repeats: per-repeat values, and their mean
+            per, per_over = np.asarray(row.excess), np.asarray(row.over_bayes)
+            entry = dict(name=row.name, mc=float(per.mean()), se=_mean_se(per, row.pooled_se),
+                         over_bayes=float(per_over.mean()), over_bayes_se=_mean_se(per_over, row.pooled_over_bayes_se),
+                         repeat_sd=float(per.std(ddof=1)) if per.size > 1 else 0.0,
+                         per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
         if key in closed:
             entry["closed_form"] = closed[key]
         out[key] = entry
@@ -160,25 +159,27 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     return out
 
 
-def _spread_se(per_repeat: np.ndarray, mc_se: np.ndarray) -> float:
-    """Standard error of a mean over repeats: their spread over sqrt(R), or the Monte Carlo one for a single repeat."""
+def _mean_se(per_repeat: np.ndarray, pooled_mc_se: float) -> float:
+    """Standard error of a mean over repeats evaluated on shared test samples: the spread between repeats
+    (``sd/sqrt(R)``) and the Monte Carlo error of the shared samples, combined in quadrature."""
     R = per_repeat.size
-    return float(per_repeat.std(ddof=1) / math.sqrt(R)) if R > 1 else float(np.asarray(mc_se).ravel()[0])
+    between = per_repeat.var(ddof=1) / R if R > 1 else 0.0
+    return float(math.sqrt(between + pooled_mc_se**2))
 
 
 def comparison_table(excess: dict) -> str:
     """The comparison printed at the end of a run."""
     lines = [f"{'predictor':<34}{'excess risk (MC)':>22}{'closed form':>14}{'excess over Bayes':>24}"]
     for key, e in excess.items():
-        name = e["name"] + (f" (lam={e['lam']:.3g})" if "lam" in e else "")
+        name = e["name"] + (f", lam={e['lam']:.3g}" if "lam" in e else "")
         if "per_repeat" in e:
             name += f" [{len(e['per_repeat'])} repeats]"
         cf = e.get("closed_form", e.get("importance_sampling"))
         cf_s = "" if cf is None else f"{cf:.4g}" + ("*" if "importance_sampling" in e and "closed_form" not in e else "")
         ob = "" if key == "bayes" else f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
         lines.append(f"{name:<34}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
-    lines.append("(trained: mean over repeats ± their standard error; closed form: median over repeats; "
-                 "* Bayes by importance sampling)")
+    lines.append("(± one standard error; trained: mean over repeats, its error combining the spread of the repeats "
+                 "and the Monte Carlo error; closed form: median over repeats; * Bayes by importance sampling)")
     return "\n".join(lines)
 
 
@@ -268,7 +269,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         refs = {f"oracle, lam={lam:.3g}": excess["oracle"]["closed_form"],
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
-        fig, _ = dynamics_figure(pd.DataFrame(hist.rows), refs, title=f"{cfg.name}: {task}, {tc.algo}")
+        fig, _ = dynamics_figure(pd.DataFrame(hist.rows, columns=list(METRIC_COLUMNS)), refs, title=f"{cfg.name}: {task}, {tc.algo}")
         save(fig, out / "figures" / "dynamics")
     t_end = time.perf_counter()
     summary["status"] = "diverged" if not alive.all() else "ok"
@@ -282,13 +283,38 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
              t_end - t_start, hist.seconds, summary["timings"]["steps_per_s"], out)
 
 
+def finished_before(cfg: DictConfig, out: Path) -> dict | None:
+    """The summary already in ``out`` if it is a finished (status ok) run of the same config, else None."""
+    prev = read_json(out / "summary.json")
+    if prev and prev.get("status") == "ok" and prev.get("config_digest") == digest(cfg):
+        return prev
+    return None
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2."""
+    """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2.
+
+    With ``resume=true`` a job whose folder already holds a finished run of the same config is skipped.
+    In a multirun, errors are raised (Hydra records them and the other jobs go on) instead of exiting.
+    """
     try:
+        if cfg.resume:
+            check(cfg)
+            out = _hydra_output_dir() or Path.cwd()
+            prev = finished_before(cfg, out)
+            if prev is not None:
+                log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
+                return _trained_excess(prev)
         summary = run(cfg)
     except ConfigError as err:
+        if _in_multirun():
+            raise
         print(err, file=sys.stderr)
         sys.exit(2)
-    e = summary["excess"].get("trained")
+    return _trained_excess(summary)
+
+
+def _trained_excess(summary: dict) -> float | None:
+    e = summary.get("excess", {}).get("trained")
     return e["mc"] if e else None
