@@ -85,9 +85,10 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     if len(dist):
         _band_plot(ax, band(dist, "dist_to_M"), "median, 95% band", palette[4])
         ax.set_yscale("log")
+        ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
-        ax.legend(fontsize=8)
+        ax.set_xlim(steps.min(), max(steps.max(), 1))
     ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)", title="(d) distance to the manifold θ=η=ρ=0")
     if title:
         fig.suptitle(f"{title}  —  median and 95% band over {R} repeats")

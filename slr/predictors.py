@@ -51,7 +51,13 @@ class Ops(NamedTuple):
 
 
 TORCH_OPS = Ops(torch.erf, torch.exp, lambda x: torch.softmax(x, dim=-1))
-NUMPY_OPS = Ops(scipy.special.erf, np.exp, lambda x: scipy.special.softmax(x, axis=-1))
+def _erf_numpy(x: np.ndarray) -> np.ndarray:
+    """erf of a float64 numpy array through torch's vectorised kernel (several times faster than scipy's for
+    arguments of order one, and equal to it within a few ulp)."""
+    return torch.erf(torch.from_numpy(x)).numpy()
+
+
+NUMPY_OPS = Ops(_erf_numpy, np.exp, lambda x: scipy.special.softmax(x, axis=-1))
 
 
 class AttentionKind(NamedTuple):

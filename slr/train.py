@@ -171,10 +171,13 @@ class ReducedSGD(Algorithm):
 
     The state is ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` on ``(k*, v*, e1, e2)`` (the five overlaps,
     and the two norms when not projected). Each step draws the batch's coordinates on that basis, forms the
-    gradient coefficients ``alpha_bl``, ``beta_bl``, and adds the out-of-span parts of the update through their
-    Gram matrix ``lr^2 Wishart_2(d - 4, S)`` (Bartlett decomposition). By exchangeability of the positions the
-    informative token is put first. The Gaussian draws come from torch in float32 (as the full simulator's), in
-    blocks of ``block`` steps; the state is float64.
+    gradient coefficients ``alpha_bl``, ``beta_bl`` (``grad_k = sum alpha_bl X_bl``, ``grad_v = sum beta_bl X_bl``)
+    and the in-span gradients; the out-of-span parts ``-lr sum alpha W``, ``-lr sum beta W`` enter only through
+    their Gram matrix ``lr^2 Wishart_2(d - 4, S)``, drawn as ``lr (l A)(l A)^T`` with ``S = l l^T`` and the Bartlett
+    factor ``A``. The new canonical coordinates are then the Cholesky factor of the Gram matrix of the parts of
+    ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative token is put
+    first. As in the full simulator, the tokens are float32 (drawn by torch in blocks of ``block`` steps) and so
+    is the per-token arithmetic; the state and its update are float64.
     """
 
     def __init__(self, task: Task, kind: AttentionKind, C0: np.ndarray, *, lr: float, batch_size: int,
@@ -186,7 +189,7 @@ class ReducedSGD(Algorithm):
         self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
         self.lr, self.B, self.projected, self.gen, self.block = lr, batch_size, projected, generator, block
         self.rng = numpy_from_torch(generator)
-        self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B)  # (B L,) out-of-span variances
+        self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B).astype(np.float32)  # out-of-span variances
         self._i = block
 
     def _refill(self) -> None:
@@ -195,61 +198,60 @@ class ReducedSGD(Algorithm):
         xi = torch.randn(n, R, B, generator=self.gen, dtype=torch.float32)
         Zt[..., 0] *= self.gamma  # the informative token first: z_0 = M e1 + gamma N(0, I_4)
         Zt[:, :, 0, :, 0] += self.M
-        self._y = (Zt[:, :, 1, :, 0] + self.eps * xi).to(torch.float64).numpy()  # (n, R, B): W plus noise
-        self._Zt = Zt.reshape(n, R, 4, B * L).to(torch.float64).numpy()  # (n, R, 4, B L)
-        self._c1 = np.sqrt(self.rng.chisquare(self.d - 4, (n, R)))
-        self._c2 = np.sqrt(self.rng.chisquare(self.d - 5, (n, R))) if self.d > 5 else np.zeros((n, R))
-        self._n21 = self.rng.standard_normal((n, R))
+        self._y = (Zt[:, :, 1, :, 0] + self.eps * xi).numpy()  # (n, R, B): W plus noise
+        self._Zt = Zt.reshape(n, R, 4, B * L).numpy()  # (n, R, 4, B L)
+        # Bartlett factor of Wishart_2(d - 4, I), times lr: [[lr c1, 0], [lr n21, lr c2]]
+        self._A = np.zeros((n, R, 2, 2))
+        self._A[:, :, 0, 0] = self.lr * np.sqrt(self.rng.chisquare(self.d - 4, (n, R)))
+        self._A[:, :, 1, 0] = self.lr * self.rng.standard_normal((n, R))
+        if self.d > 5:
+            self._A[:, :, 1, 1] = self.lr * np.sqrt(self.rng.chisquare(self.d - 5, (n, R)))
         self._i = 0
 
     def step(self, lam: float) -> None:
         if self._i == self.block:
             self._refill()
-        i, C, R, B, L, lr = self._i, self.KV, self.KV.shape[0], self.B, self.L, self.lr
+        i, C, R, B, L = self._i, self.KV, self.KV.shape[0], self.B, self.L
         self._i += 1
         Zt = self._Zt[i]  # (R, 4, B L): the batch's coordinates on (k*, v*, e1, e2)
-        P = (C @ Zt).reshape(R, 2, B, L)  # <X_bl, k>, <X_bl, v>
+        P = (C.astype(np.float32) @ Zt).reshape(R, 2, B, L)  # <X_bl, k>, <X_bl, v>
         T, dpk, dpv = self.kind.output_and_grads(P[:, 0], P[:, 1], lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
-        r = (T - self._y[i]) * (2.0 / B)  # (R, B)
-        AB = np.stack([dpk, dpv], 1)  # (R, 2, B, L)
-        AB *= r[:, None, :, None]
-        AB = AB.reshape(R, 2, B * L)  # alpha_bl, beta_bl: grad_k = sum alpha X, grad_v = sum beta X
-        G = AB @ Zt.transpose(0, 2, 1)  # (R, 2, 4): the in-span parts of the gradients
-        S = (AB * self.s2) @ AB.transpose(0, 2, 1)  # (R, 2, 2): covariance of the out-of-span parts per direction
+        r = ((T - self._y[i]) * (2.0 / B))[:, :, None]  # (R, B, 1)
+        AB = np.empty((R, 2, B, L), dtype=np.float32)  # alpha_bl, beta_bl
+        np.multiply(dpk, r, out=AB[:, 0])
+        np.multiply(dpv, r, out=AB[:, 1])
+        AB = AB.reshape(R, 2, B * L)
+        G = (AB @ Zt.transpose(0, 2, 1)).astype(np.float64)  # (R, 2, 4): the in-span parts of the gradients
+        S = ((AB * self.s2) @ AB.transpose(0, 2, 1)).astype(np.float64)  # (R, 2, 2): out-of-span covariance
         if self.projected:  # the out-of-span parts are orthogonal to k and v: only the in-span part is projected
             G -= (C * G).sum(-1)[..., None] * C
-        N = C - lr * G  # (R, 2, 4)
-        gram = N @ N.transpose(0, 2, 1) + (lr * lr) * wishart2(S, self._c1[i], self._c2[i], self._n21[i])
-        self.KV = canonical(N[:, :, :2], gram, normalise=self.projected)
+        N = C - self.lr * G  # (R, 2, 4): the new k, v but for their out-of-span parts
+        out = cholesky2(S) @ self._A[i]  # (R, 2, 2): out-of-span parts, up to a rotation of the complement
+        self.KV = canonical(N, out, normalise=self.projected)
 
 
-def wishart2(S: np.ndarray, c1: np.ndarray, c2: np.ndarray, n21: np.ndarray) -> np.ndarray:
-    """A draw of ``Wishart_2(n, S)`` (R, 2, 2) by the Bartlett decomposition ``l A A^T l^T`` with ``S = l l^T``,
-    ``A = [[c1, 0], [n21, c2]]``, ``c1^2 ~ chi^2_n``, ``c2^2 ~ chi^2_{n-1}``, ``n21 ~ N(0, 1)`` (given)."""
+def cholesky2(S: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor (R, 2, 2) of positive semi-definite 2x2 matrices (a zero row where ``S`` is zero)."""
     l11 = np.sqrt(S[:, 0, 0])
-    l21 = S[:, 0, 1] / np.where(l11 > 0, l11, np.inf)
-    l22 = np.sqrt(np.maximum(S[:, 1, 1] - l21 * l21, 0.0))
-    x, y, z = l11 * c1, l21 * c1 + l22 * n21, l22 * c2  # l A = [[x, 0], [y, z]]
-    W = np.empty_like(S)
-    W[:, 0, 0] = x * x
-    W[:, 0, 1] = W[:, 1, 0] = x * y
-    W[:, 1, 1] = y * y + z * z
-    return W
+    l21 = S[:, 0, 1] / np.maximum(l11, 1e-300)
+    l = np.zeros_like(S)
+    l[:, 0, 0], l[:, 1, 0] = l11, l21
+    l[:, 1, 1] = np.sqrt(np.maximum(S[:, 1, 1] - l21 * l21, 0.0))
+    return l
 
 
-def canonical(star: np.ndarray, gram: np.ndarray, *, normalise: bool) -> np.ndarray:
-    """Canonical coordinates (R, 2, 4) of ``(k, v)`` from their coordinates on ``k*``, ``v*`` (R, 2, 2) and their
-    Gram matrix (R, 2, 2): ``k = (k1, k2, a, 0)``, ``v = (v1, v2, b, c)`` where ``[[a, 0], [b, c]]`` is the Cholesky
-    factor of the Gram matrix of the parts orthogonal to ``k*``, ``v*``; divided by the norms if ``normalise``."""
-    resid = gram - star @ star.transpose(0, 2, 1)
-    a = np.sqrt(np.maximum(resid[:, 0, 0], 0.0))
-    b = resid[:, 0, 1] / np.where(a > 0, a, np.inf)
-    C = np.empty((star.shape[0], 2, 4))
-    C[:, :, :2] = star
-    C[:, 0, 2], C[:, 0, 3], C[:, 1, 2] = a, 0.0, b
-    C[:, 1, 3] = np.sqrt(np.maximum(resid[:, 1, 1] - b * b, 0.0))
+def canonical(N: np.ndarray, out: np.ndarray, *, normalise: bool) -> np.ndarray:
+    """Canonical coordinates (R, 2, 4) of ``(k, v)`` given their coordinates ``N`` (R, 2, 4) on ``(k*, v*, e1, e2)``
+    and their parts ``out`` (R, 2, 2) on two further orthonormal directions: ``k = (k1, k2, a, 0)``,
+    ``v = (v1, v2, b, c)`` with ``[[a, 0], [b, c]]`` the Cholesky factor of the Gram matrix of the parts of ``k``, ``v``
+    orthogonal to ``k*``, ``v*``; divided by the norms if ``normalise``."""
+    rest = np.concatenate([N[:, :, 2:], out], axis=2)  # (R, 2, 4): parts orthogonal to k*, v*
+    gram = rest @ rest.transpose(0, 2, 1)
+    C = np.empty_like(N)
+    C[:, :, :2] = N[:, :, :2]
+    C[:, :, 2:] = cholesky2(gram)
     if normalise:
-        C /= np.sqrt(np.diagonal(gram, axis1=1, axis2=2))[:, :, None]
+        C /= np.sqrt((C * C).sum(-1))[..., None]
     return C
 
 
@@ -338,7 +340,7 @@ class History:
     """What the loop observed: logged rows, per-repeat divergence steps and timings."""
 
     rows: list[dict] = field(default_factory=list)
-    diverged_at: np.ndarray | None = None  # (R,) logged step at which each repeat was found non-finite, or -1
+    diverged_at: np.ndarray | None = None  # (R,) step at which each repeat was found diverged (see train), or -1
     steps_done: int = 0
     seconds: float = 0.0
 
@@ -347,37 +349,61 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
           log: Callable[[int, float, Algorithm, np.ndarray], list[dict]], progress: bool = False) -> History:
     """Run ``steps`` steps of ``algo``, calling ``log(t, lam_t, algo, alive)`` every ``log_every`` steps and at the end.
 
-    A repeat whose state or logged numbers become non-finite, or whose norms explode, is discarded at the
-    logged step where this is seen; the loop stops early when no repeat is left.
+    Divergence: a repeat is stopped (:meth:`Algorithm.discard`) and ``diverged_at`` records the step ``t`` at which
+    it is found, either after the step whose update made a coordinate of its ``(k, v)`` non-finite or at least
+    ``EXPLODED_NORM`` (checked after every step when the state is on the CPU, for a few microseconds a step; at
+    the logged steps for a state on a GPU, to keep the device asynchronous), or at a logged step whose numbers for it
+    are non-finite or whose norms reach ``EXPLODED_NORM``. Its rows logged before stay, the other repeats go on,
+    and the loop stops early when no repeat is left.
     """
     from tqdm.auto import tqdm
 
     R = algo.KV.shape[0]
     hist = History(diverged_at=np.full(R, -1))
     alive = np.ones(R, dtype=bool)
+
+    def stop(bad: np.ndarray, t: int) -> None:
+        if bad.any():
+            hist.diverged_at[bad] = t
+            alive[bad] = False
+            algo.discard(bad)
+
+    every_step = not isinstance(algo.KV, torch.Tensor) or algo.KV.device.type == "cpu"
     start = time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, unit="step", mininterval=0.5, leave=False)
     t = 0
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while True:
             lam = schedule(t)
             if t % log_every == 0 or t == steps:
                 rows = log(t, lam, algo, alive)
-                bad = alive & ~_finite_repeats(rows, R)
-                if bad.any():
-                    hist.diverged_at[bad] = t
-                    alive &= ~bad
-                    algo.discard(bad)
+                stop(alive & ~_finite_repeats(rows, R), t)
                 hist.rows.extend(r for r in rows if alive[r["repeat"]] or hist.diverged_at[r["repeat"]] == t)
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
             algo.step(lam)
             t += 1
+            if every_step:
+                stop(_exploded(algo.KV, alive), t)
             bar.update(1)
     bar.close()
     hist.steps_done, hist.seconds = t, time.perf_counter() - start
     return hist
+
+
+def _exploded(KV: np.ndarray | torch.Tensor, alive: np.ndarray) -> np.ndarray:
+    """The live repeats whose state (R, 2, D) has a coordinate that is non-finite or at least ``EXPLODED_NORM``;
+    one reduction over the whole state while every repeat is finite (the common case), one per repeat otherwise."""
+    if isinstance(KV, torch.Tensor):
+        if KV.abs().max().item() < EXPLODED_NORM:  # False for NaN
+            return np.zeros_like(alive)
+        m = KV.detach().abs().flatten(1).amax(1).numpy()  # (R,)
+    else:
+        if np.abs(KV).max() < EXPLODED_NORM:
+            return np.zeros_like(alive)
+        m = np.abs(KV).reshape(len(KV), -1).max(1)  # (R,)
+    return alive & ~(m < EXPLODED_NORM)
 
 
 def _finite_repeats(rows: list[dict], R: int) -> np.ndarray:
