@@ -72,7 +72,7 @@ def embed(C: np.ndarray, task: Task, rng: np.random.Generator) -> torch.Tensor:
     A = torch.cat([torch.stack([ks, vs], -1).expand(R, d, 2), g], dim=-1)  # (R, d, 4)
     E, Rm = torch.linalg.qr(A)
     E = E * torch.where(torch.diagonal(Rm, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
-    return torch.as_tensor(C) @ E.transpose(-1, -2)  # (R, 2, d)
+    return torch.as_tensor(C[..., : E.shape[-1]]) @ E.transpose(-1, -2)  # (R, 2, d); d < 4 keeps d coordinates
 
 
 # ----- lam schedules (SPEC 4) ----------------------------------------------------------------------------------
