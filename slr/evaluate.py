@@ -136,21 +136,32 @@ def excess_on(predictor: Predictor, bayes: BayesOptimal, X) -> torch.Tensor:
 def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
     """Bayes excess ``(L-1) P12 + C(L-1,2) P23`` by importance sampling: ``(mean, standard_error)``.
 
+    Below about ``1e-308`` (``d`` in the thousands at the paper's ``gamma``) the mean underflows to 0; use
+    :func:`bayes_excess_is_log10` there, which returns the same estimate as a base-10 logarithm.
+    """
+    log10_mean, rel_se = bayes_excess_is_log10(task, n, seed, chunk)
+    mean = 10.0**log10_mean
+    return mean, mean * rel_se
+
+
+def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
+    """Bayes excess by importance sampling, in log space: ``(log10 of the mean, relative standard error)``.
+
     ``Var(W|X) = sum_{l<l'} pi_l pi_l' (y_l - y_l')^2`` and, by exchangeability, the pairs are (J0, noise) or
     (noise, noise). The two tokens of the pair are drawn from the geometric-mean density
     ``g = N(M k*/(1+gamma^2), 2 gamma^2/(1+gamma^2) I)`` and reweighted; the others from their own laws. Tokens
     are simulated through their ``k*``, ``v*`` coordinates and squared norm (SPEC 6), so the cost does not depend
-    on ``d``. Both pair terms are estimated on the same draws (their sum's standard error is reported).
+    on ``d``. Both pair terms are estimated on the same draws; each draw's contribution is kept as a logarithm and
+    averaged by log-mean-exp, so the estimate never underflows.
     """
     d, L, g2, M = task.d, task.L, task.gamma**2, task.M
     if L == 1:
-        return 0.0, 0.0
+        return -math.inf, 0.0
     log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
     sg2 = 2.0 * g2 / (1.0 + g2)  # variance of the proposal g per direction
     mg = M / (1.0 + g2)  # mean of g along k*
     gen = torch_generator(seed, "eval")
     rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
-    acc = RunningMean()
 
     def tokens(m, mean, var):
         """``(<x,k*>, <x,v*>, ||x||^2)`` of ``m`` tokens of ``N(mean k*, var I_d)``: shapes (m, L')."""
@@ -163,7 +174,8 @@ def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[fl
         """``log p1(x)/p0(x)``: informative vs noise density."""
         return M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * sq - 0.5 * d * math.log(g2)
 
-    n_pairs_12, n_pairs_23 = L - 1, (L - 1) * (L - 2) / 2
+    log_n12, log_n23 = math.log(L - 1), math.log((L - 1) * (L - 2) / 2) if L > 2 else -math.inf
+    logs = []
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         # P12: pair (J0, noise) from g; P23: pair (noise, noise) from g with J0 from p1; the rest from p0
@@ -172,17 +184,23 @@ def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[fl
         la, lb = llr(ka, sa), llr(kb, sb)
         others = [tokens(m, 0.0, 1.0) for _ in range(max(L - 2, 0))]
         lo = [llr(k, s) for k, _, s in others]
+        log_dv2 = torch.log((va - vb) ** 2)
         log_s = torch.logsumexp(torch.stack([la, lb, *lo]), 0)
-        p12 = torch.exp(2 * log_bc + 1.5 * la + 0.5 * lb - 2 * log_s) * (va - vb) ** 2
+        log_p12 = 2 * log_bc + 1.5 * la + 0.5 * lb - 2 * log_s + log_dv2
         if L > 2:
             kj, _, sj = tokens(m, M, g2)
             lj = llr(kj, sj)
             log_s23 = torch.logsumexp(torch.stack([lj, la, lb, *lo[1:]]), 0)
-            p23 = torch.exp(2 * log_bc + 0.5 * (la + lb) - 2 * log_s23) * (va - vb) ** 2
+            log_p23 = 2 * log_bc + 0.5 * (la + lb) - 2 * log_s23 + log_dv2
+            logs.append(torch.logaddexp(log_n12 + log_p12, log_n23 + log_p23))
         else:
-            p23 = torch.zeros_like(p12)
-        acc.add(n_pairs_12 * p12 + n_pairs_23 * p23)
-    return float(acc.mean), float(acc.se)
+            logs.append(log_n12 + log_p12)
+    log_v = torch.cat(logs)
+    top = log_v.max()
+    w = torch.exp(log_v - top)  # the draws rescaled by the largest: no underflow of the mean
+    mean_w = w.mean()
+    rel_se = float(w.std() / math.sqrt(w.numel()) / mean_w) if w.numel() > 1 else math.nan
+    return float((top + torch.log(mean_w)) / math.log(10.0)), rel_se
 
 
 def table(rows: Iterable[Comparison]) -> str:

@@ -146,7 +146,7 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
     lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
     res = minimize_scalar(lambda x: float(oracle_excess(np.exp(x), d=d, L=L, gamma=gamma, signal=signal)),
                           bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return float(np.exp(res.x)), float(res.fun)
+    return float(np.exp(res.x)), max(float(res.fun), 0.0)  # L=1: zero up to rounding
 
 
 def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
@@ -157,7 +157,15 @@ def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) ->
 
 def bayes_excess_bound(d: int, L: int, gamma: float, signal: float | None = None) -> float:
     """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (SPEC 3)."""
-    return (L - 1) * 2.0 * gamma**2 / (1.0 + gamma**2) * math.exp(-2.0 * bhattacharyya_distance(d, gamma, signal))
+    return 10.0 ** bayes_excess_bound_log10(d, L, gamma, signal)
+
+
+def bayes_excess_bound_log10(d: int, L: int, gamma: float, signal: float | None = None) -> float:
+    """``log10`` of :func:`bayes_excess_bound`, finite where the bound itself underflows (large ``d``)."""
+    if L == 1:
+        return -math.inf
+    log_b = math.log((L - 1) * 2.0 * gamma**2 / (1.0 + gamma**2)) - 2.0 * bhattacharyya_distance(d, gamma, signal)
+    return log_b / math.log(10.0)
 
 
 class ErfRiskGradient:
