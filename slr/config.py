@@ -2,7 +2,8 @@
 
 Hydra rejects a wrong type or an unknown key of these dataclasses when the config is composed; :func:`check`
 adds the ranges, the choices and the combinations that a type cannot express, and the keys that ``+key=value``
-slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field.
+slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field; the :class:`Validate`
+callback (``conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
 """
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import dataclasses
 import hashlib
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,14 +160,37 @@ register()
 
 
 # ----- validation --------------------------------------------------------------------------------------------------
-class ConfigError(ValueError):
-    """An invalid configuration, explained in one paragraph that names the field."""
+class ConfigError(ValueError, CompactHydraException):
+    """An invalid configuration, explained in one paragraph that names the field, the value and what is allowed.
+
+    A :class:`~hydra.errors.CompactHydraException`, so that Hydra prints it without a traceback when it ends a
+    multirun job; it pickles by its fields, so that it crosses the joblib launcher's process boundary intact.
+    """
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"Invalid configuration: {key}={value!r} is not allowed; {key} must be {allowed}. "
                          f"Nothing was run. Fix it on the command line (e.g. `python -m slr {key}=...`) "
                          f"or in the preset, and run again.")
+
+    def __reduce__(self):
+        return type(self), (self.key, self.value, self.allowed)
+
+
+class Validate(Callback):
+    """Hydra callback (``hydra.callbacks.validate`` in ``conf/config.yaml``): refuse an invalid single run before
+    Hydra creates its run folder, with the :class:`ConfigError` paragraph on stderr and exit code 2.
+
+    Multirun jobs are checked one by one when they start (by :func:`slr.run.run`), since each has its own config.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            check(job_cfg)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            sys.exit(2)
 
 
 def _number(cfg: DictConfig, key: str, *, low: float | None = None, low_open: bool = False,
@@ -207,6 +234,10 @@ def check(cfg: DictConfig) -> None:
 
     algo = OmegaConf.select(cfg, "train.algo")
     _choice(cfg, "train.algo", tuple(TRAIN_SCHEMAS))
+    schema = OmegaConf.get_type(cfg.train)
+    if schema in TRAIN_SCHEMAS.values() and schema is not TRAIN_SCHEMAS[algo]:
+        raise ConfigError("train.algo", algo, f"{schema.algo!r}, the algorithm of the train group chosen: "
+                          f"choose the algorithm with train={algo}, not train.algo={algo}")
     _unknown_keys(cfg, Config, "")
     _unknown_keys(cfg.train, TRAIN_SCHEMAS[algo], "train.")
     _number(cfg, "seed", low=0, integer=True)
@@ -240,6 +271,9 @@ def check(cfg: DictConfig) -> None:
     _number(cfg, "eval.n_test", low=2, integer=True)
     _number(cfg, "eval.bayes_is", low=0, integer=True)
     _choice(cfg, "eval.simulator", ("full", "reduced"), optional=True)
+    if algo == "none" and cfg.train.steps != 0:
+        raise ConfigError("train.steps", cfg.train.steps, "0 with train=none (the predictor is evaluated at its "
+                          "initialisation; choose train=sgd, pgd or erm to train it)")
     if algo == "pgd" and cfg.predictor.name != "erf":
         raise ConfigError("predictor", cfg.predictor.name, "erf with train=pgd: only erf attention has a "
                           "closed-form population risk to descend (use train=sgd or train=erm for softmax)")

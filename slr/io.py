@@ -31,17 +31,31 @@ def plain(x: Any) -> Any:
         return int(x)
     if isinstance(x, np.bool_):
         return bool(x)
+    if hasattr(x, "tolist") and hasattr(x, "detach"):  # a torch tensor
+        return plain(x.detach().cpu().tolist())
     return x
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp's is 0o600)
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: readers see old or new, never half."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: readers see old or new,
+    never half. A process killed mid-write can leave a hidden ``.<name>.<random>.tmp`` beside it, never a cut ``path``.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), _FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

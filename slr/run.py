@@ -16,13 +16,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from slr import evaluate, theory
 from slr.config import CONF_DIR, ConfigError, check, digest
 from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, write_json
 from slr.reduced import ReducedTask
-from slr.predictors import ATTENTION_KINDS, ERF, Bilinear, Linear, erf_attention, oracle
+from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
 from slr.seeding import numpy_generator, torch_generator
 from slr.task import Task
 from slr.train import (ERM, INITS, OVERLAPS, Algorithm, Frozen, FullSGD, PopulationPGD, ReducedSGD, embed,
@@ -117,15 +117,17 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     eval_task = algo.eval_task
     simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
     best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
-    baselines = {
-        "oracle": oracle(eval_task, lam),
+    kind = ATTENTION_KINDS[cfg.predictor.name]
+    baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
+        "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
         "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
         "linear": Linear.of(eval_task),
         "bilinear": Bilinear.of(eval_task),
     }
-    closed = {"oracle": float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)),
-              "oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma)),
+    closed = {"oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma)),
               "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal))}
+    if kind is ERF:
+        closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal))
     predictors = dict(baselines)
     if alive.any():
         trained = algo.predictor(lam)
@@ -154,8 +156,12 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
     out["bayes"]["upper_bound"] = theory.bayes_excess_bound(task.d, task.L, task.gamma, task.signal)
     if cfg.eval.bayes_is > 0:
-        m, se = evaluate.bayes_excess_is(task, cfg.eval.bayes_is, cfg.seed)
-        out["bayes"]["importance_sampling"], out["bayes"]["importance_sampling_se"] = m, se
+        log10_m, rel_se = evaluate.bayes_excess_is_log10(task, cfg.eval.bayes_is, cfg.seed)
+        m = 10.0**log10_m  # 0 below ~1e-308: the log10 entry keeps it
+        out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
+                            importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se)
+        out["bayes"]["upper_bound_log10"] = (math.log10(out["bayes"]["upper_bound"]) if out["bayes"]["upper_bound"] > 0
+                                             else theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal))
     return out
 
 
@@ -215,8 +221,12 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         summary.setdefault("timings", {})["total_s"] = time.perf_counter() - t_start
-        write_json(out / "summary.json", summary)
         log.error("run failed: %s\n%s", summary["error"], traceback.format_exc())
+        try:
+            write_json(out / "summary.json", summary)
+        except Exception:  # the summary itself does not serialise: keep its essentials
+            write_json(out / "summary.json", {k: summary[k] for k in ("status", "name", "config_digest", "error")})
+        exc.slr_recorded = True  # main() need not report it again
         raise
     return summary
 
@@ -277,16 +287,17 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                               total_s=t_end - t_start, steps_per_s=hist.steps_done / max(hist.seconds, 1e-9))
     write_json(out / "summary.json", summary)
     if not alive.all():
-        log.warning("%d of %d repeats diverged (first seen at logged steps %s)", (~alive).sum(), len(alive),
+        log.warning("%d of %d repeats diverged (at steps %s)", (~alive).sum(), len(alive),
                     sorted(set(hist.diverged_at[~alive].tolist())))
     log.info("\n%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
              t_end - t_start, hist.seconds, summary["timings"]["steps_per_s"], out)
 
 
 def finished_before(cfg: DictConfig, out: Path) -> dict | None:
-    """The summary already in ``out`` if it is a finished (status ok) run of the same config, else None."""
+    """The summary already in ``out`` if it is a finished run (status ok, or diverged: re-running the same config
+    and seed would diverge again) of the same config, else None."""
     prev = read_json(out / "summary.json")
-    if prev and prev.get("status") == "ok" and prev.get("config_digest") == digest(cfg):
+    if prev and prev.get("status") in ("ok", "diverged") and prev.get("config_digest") == digest(cfg):
         return prev
     return None
 
@@ -296,7 +307,9 @@ def main(cfg: DictConfig) -> float | None:
     """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2.
 
     With ``resume=true`` a job whose folder already holds a finished run of the same config is skipped.
-    In a multirun, errors are raised (Hydra records them and the other jobs go on) instead of exiting.
+    A job that fails exits with code 1 after :func:`run` has recorded the failure (summary.json, and the traceback
+    in the job's log, which the console shows too). In a multirun, errors are raised instead (Hydra records them,
+    the other jobs go on, and the sweep exits non-zero at the end).
     """
     try:
         if cfg.resume:
@@ -308,10 +321,23 @@ def main(cfg: DictConfig) -> float | None:
                 return _trained_excess(prev)
         summary = run(cfg)
     except ConfigError as err:
-        if _in_multirun():
+        if _in_multirun():  # the job's folder exists: say in it why it holds no results, for slr-report and aggregate
+            log.error("%s", err)
+            write_json(_hydra_output_dir() / "summary.json", dict(status="failed", name=cfg.get("name"), error=str(err)))
             raise
         print(err, file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        if _in_multirun():
+            raise
+        if not getattr(exc, "slr_recorded", False):  # failed before run() could record it
+            log.exception("slr failed before the run started")
+        sys.exit(1)  # Hydra would print the traceback a second time
+    except KeyboardInterrupt:
+        if _in_multirun():
+            raise
+        print("slr: interrupted; summary.json records status failed", file=sys.stderr)
+        sys.exit(130)
     return _trained_excess(summary)
 
 

@@ -21,3 +21,19 @@ def test_tiny_run_writes_a_complete_run_folder(make_cfg, tmp_path):
     assert len(m) == 3 * 5  # 3 repeats x steps 0, 10, 20, 30, 40
     assert {"step", "repeat", "lam", "kappa", "nu", "theta", "eta", "rho", "dist_to_M", "excess", "test_excess"} <= set(m)
     assert (tmp_path / "figures" / "dynamics.png").stat().st_size > 10_000
+
+
+def test_a_softmax_run_compares_with_the_softmax_oracle(make_cfg, tmp_path):
+    """The oracle at the run's lam has the trained predictor's kind (no erf closed form for it); the best-lam
+    oracle stays erf's, with its closed form."""
+    cfg = make_cfg("predictor=softmax", "predictor.lam=2", "task.d=12", "task.L=4", "train.steps=20",
+                   "train.repeats=2", "eval.n_test=4000", "eval.bayes_is=0", "figures=false")
+    excess = run(cfg, out_dir=tmp_path)["excess"]
+    assert excess["oracle"]["name"] == "softmax oracle" and "closed_form" not in excess["oracle"]
+    assert "closed_form" in excess["oracle_best"]
+    import math
+
+    from slr import theory
+    erf_oracle = theory.oracle_excess(2.0, d=12, L=4, gamma=0.5**0.5)
+    z = abs(excess["oracle"]["mc"] - erf_oracle) / excess["oracle"]["se"]
+    assert z > 4 and math.isfinite(z)  # a softmax oracle, not erf's
