@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Compare every predictor of a sweep with the Bayes-optimal estimator: a figure and a table.
+
+    python scripts/compare_bayes.py SWEEP_DIR                     # e.g. after python -m slr -m experiment=sweep_d
+    python scripts/compare_bayes.py SWEEP_DIR OTHER_SWEEP_DIR     # add OTHER's trained predictor (e.g. softmax)
+    python scripts/compare_bayes.py SWEEP_DIR --x task.L          # choose the axis instead of detecting it
+
+The x axis is the swept override (the one that varies between jobs, ``seed`` being the replicate axis; with several,
+the numeric one with the most values, the others giving one curve each). Every predictor in the summaries is drawn:
+trained, oracle at the run's lam and at its best lam, Bayes-optimal (importance sampling when present), linear,
+bilinear, least-squares linear... each as the mean over seeds with its standard error (the job's own standard error
+with one seed; closed forms are exact and drawn dashed). Panel (b) divides each excess by the Bayes excess where
+that is > 0. Writes ``SWEEP_DIR/figures/compare_bayes.{png,pdf}`` and ``compare_bayes.csv`` and prints the table.
+Further sweep folders contribute their trained predictor only. Failed, running and corrupt jobs are listed and left out.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slr import sweep  # noqa: E402
+from slr.plots import save  # noqa: E402
+from slr.sweep_plots import AXIS_LABELS, excess_bars, excess_vs_parameter  # noqa: E402
+
+
+def _constant(jobs, path: str):
+    """The value of a summary entry (dotted path) if all finished jobs agree on it, else None."""
+    values = set()
+    for j in jobs:
+        node = j.summary
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        values.add(node if not isinstance(node, float) else round(node, 10))
+    return values.pop() if len(values) == 1 else None
+
+
+def describe(jobs, x: str | None) -> str:
+    """The fixed task parameters and the training of the finished jobs, for the figure's title."""
+    task = []
+    for key, label in (("d", "d"), ("L", "L"), ("gamma2", "γ²"), ("eps", "ε")):
+        if x != f"task.{key}" and not (key == "gamma2" and x == "task.gamma"):
+            v = _constant(jobs, f"task.{key}")
+            if v is not None:
+                task.append(f"{label}={v:g}")
+    trained = dict.fromkeys((t.get("predictor"), t.get("algo"), t.get("simulator"))
+                            for t in (j.summary.get("trained") for j in jobs) if isinstance(t, dict))
+    by_algo: dict[tuple, list[str]] = {}
+    for p, a, s in trained:
+        by_algo.setdefault((a, s), []).append(str(p))
+    train = ", ".join(f"{' and '.join(ps)} trained by {a} ({s} simulator)" for (a, s), ps in by_algo.items())
+    return ", ".join(task) + ("; " if task and train else "") + train
+
+
+def markers(jobs, x: str | None, curves: pd.DataFrame) -> dict[str, float]:
+    """Vertical reference lines that the swept parameter calls for: the least-squares interpolation threshold
+    ``n = L d + 1`` on a training-set-size axis, the best oracle lam on a lam axis."""
+    out = {}
+    if x == "train.n_train" and (curves["estimator"] == "least_squares").any():
+        L, d = _constant(jobs, "task.L"), _constant(jobs, "task.d")
+        if L and d:
+            out[f"n = L·d + 1 = {L * d + 1} (parameters of the linear fit)"] = L * d + 1
+    if x == "predictor.lam":
+        best = _constant(jobs, "excess.oracle_best.lam")
+        if best:
+            out[f"best oracle λ = {best:.3g}"] = best
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("more", type=Path, nargs="*", help="further sweeps whose trained predictor is added")
+    ap.add_argument("--x", help="override to put on the x axis (default: detected)")
+    ap.add_argument("--replicate", default=sweep.REPLICATE, help="override whose values are replicates (default: seed)")
+    ap.add_argument("--out", type=Path, help="figure folder (default: SWEEP_DIR/figures)")
+    args = ap.parse_args(argv)
+
+    if not args.sweep_dir.is_dir():
+        print(f"compare_bayes: {args.sweep_dir} is not a folder", file=sys.stderr)
+        return 1
+    main_jobs = sweep.read_sweep(args.sweep_dir)
+    extra_jobs = [j for d in args.more for j in sweep.read_sweep(d)]
+    all_jobs = main_jobs + extra_jobs
+    for j in sweep.problems(all_jobs):
+        print(f"left out: {j.status:<8} {j.path}: {j.error}", file=sys.stderr)
+    done = [j for j in all_jobs if j.status in sweep.FINISHED]
+    if not done:
+        print(f"compare_bayes: no finished job under {args.sweep_dir}", file=sys.stderr)
+        return 1
+
+    x, groups = sweep.choose_axis(done, args.replicate)
+    if args.x:
+        x, groups = args.x, [k for k in sweep.swept_keys(done) if k not in (args.x, args.replicate)]
+    finished = {id(j) for j in done}
+    long = pd.concat([sweep.excess_long([j for j in main_jobs if id(j) in finished]),
+                      sweep.excess_long([j for j in extra_jobs if id(j) in finished], keys=["trained"])],
+                     ignore_index=True)
+    for g in [x, *groups]:
+        if g and g not in long:
+            long[g] = None
+    curves = sweep.series(sweep.over_replicates(long, x, groups), x, groups)
+    bayes = curves.loc[curves["estimator"] == "bayes", "label"]
+    reference = bayes.iloc[0] if len(bayes) else None
+    n_rep = int(long.groupby(["estimator", *([x] if x else []), *groups], dropna=False).size().max())
+
+    names = ", ".join(sorted({str(j.summary.get("name")) for j in done}))
+    spread = f"mean ± s.e. over {n_rep} {args.replicate}s" if n_rep > 1 else f"one {args.replicate}, ± Monte Carlo s.e."
+    title = (f"{names}: excess risk vs {AXIS_LABELS.get(x, x)}\n" if x else f"{names}: excess risk\n") + \
+        (f"{describe(done, x)}; {spread}" if len(describe(done, x)) < 110 else
+         textwrap.fill(describe(done, x), 140) + f"\n{spread}")
+
+    pd.set_option("display.width", 250, "display.max_columns", 50, "display.max_colwidth", 40)
+    print(title.replace("\n", " — "))
+    print("\nexcess risk (" + spread + "; closed forms exact)")
+    print(sweep.wide(curves, x).to_string())
+    tiny = long[(long["value"] == 0) & np.isfinite(long["log10"].astype(float))] if "log10" in long else long[:0]
+    if len(tiny):  # Bayes excess below the smallest double: 0 in the table and off the log axis, finite in log10
+        print("\nbelow the floating-point range (shown as 0; importance sampling, log10 of the excess risk):")
+        for xv, g in tiny.groupby(x, sort=True) if x else [(None, tiny)]:
+            print(f"  {x}={xv}: 10^{g['log10'].astype(float).mean():.1f}" if x else f"  10^{g['log10'].astype(float).mean():.1f}")
+    if reference is not None and (curves["ratio"] > 0).any():
+        print("\nratio of excess risk to the Bayes excess risk")
+        print(sweep.wide(curves[curves["label"] != reference], x, "ratio", "ratio_se").to_string())
+
+    out = args.out or args.sweep_dir / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    if x:
+        fig, _ = excess_vs_parameter(curves, x, reference=reference, title=title, vlines=markers(done, x, curves))
+    else:
+        fig, _ = excess_bars(curves, reference=reference, title=title)
+    paths = save(fig, out / "compare_bayes")
+    cols = [c for c in ["label", "estimator", "estimator_name", x, *groups, "value", "se", "n", "lam", "source",
+                        "ratio", "ratio_se"] if c and c in curves]
+    curves[cols].to_csv(out / "compare_bayes.csv", index=False)
+    print("\nwrote " + ", ".join(str(p) for p in [*paths, out / "compare_bayes.csv"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
