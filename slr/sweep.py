@@ -266,7 +266,8 @@ def _is_number(v: Any) -> bool:
 
 
 def over_replicates(long: pd.DataFrame, x: str | None, groups: Sequence[str] = ()) -> pd.DataFrame:
-    """Mean over replicates (seeds) per predictor, group and x: ``value``, ``se``, ``n`` (replicates), ``lam``.
+    """Mean over replicates (seeds) per predictor, group and x: ``value``, ``se``, ``n`` (replicates), ``lam``, and
+    ``log10`` (mean of the replicates' log10 estimates, where the summaries have one: Bayes by importance sampling).
 
     The standard error is the spread over replicates, ``sd/sqrt(n)``, when there are several, and the job's own
     standard error (Monte Carlo, or 0 for a closed form) when there is one.
@@ -278,11 +279,14 @@ def over_replicates(long: pd.DataFrame, x: str | None, groups: Sequence[str] = (
         n = int(np.isfinite(v).sum())
         if n == 0:
             continue
+        scale = float(np.nanmax(np.abs(v))) or 1.0  # tiny values (Bayes at large d) would square to 0
         mean = float(np.nanmean(v))
-        se = float(np.nanstd(v, ddof=1) / math.sqrt(n)) if n > 1 else float(g["se"].to_numpy(float)[np.isfinite(v)][0])
+        se = (float(np.nanstd(v / scale, ddof=1) / math.sqrt(n)) * scale if n > 1
+              else float(g["se"].to_numpy(float)[np.isfinite(v)][0]))
         lam = g["lam"].dropna()
+        log10 = g["log10"].astype(float) if "log10" in g else pd.Series(dtype=float)
         rows.append(dict(zip(by, keys), value=mean, se=se, n=n, lam=float(lam.mean()) if len(lam) else np.nan,
-                         source=g["source"].iloc[0]))
+                         source=g["source"].iloc[0], log10=float(log10.mean()) if log10.notna().any() else np.nan))
     return pd.DataFrame(rows)
 
 
@@ -302,7 +306,8 @@ def series(means: pd.DataFrame, x: str | None, groups: Sequence[str] = (), bayes
             keep = [c for c in ("estimator", "estimator_name", *([x] if x else [])) if c in g]
             agg = g.groupby(keep, sort=False, dropna=False).agg(value=("value", "mean"), se=("se", "mean"),
                                                                 n=("n", "sum"), lam=("lam", "mean"),
-                                                                source=("source", "first")).reset_index()
+                                                                source=("source", "first"),
+                                                                log10=("log10", "mean")).reset_index()
             agg["label"] = _label(name, agg, x)
             parts.append(agg)
         else:

@@ -66,8 +66,14 @@ def _draw(ax, curves: pd.DataFrame, x: str, column: str, se: str, styles: dict, 
             notes.append(f"{label}: no positive value to show")
             continue
         if (~ok & np.isfinite(ys)).any():
-            zeros = ", ".join(f"{v:g}" for v in xs[~ok & np.isfinite(ys)])
-            notes.append(f"{label}: 0 at {x}={zeros} (not shown on a log axis)")
+            zero = ~ok & np.isfinite(ys)
+            logs = c["log10"].to_numpy(float) if "log10" in c else np.full(len(c), np.nan)
+            if np.isfinite(logs[zero]).all():  # below the floating-point range, known in log10
+                at = ", ".join(f"10^{lg:.0f} at {v:g}" for v, lg in zip(xs[zero], logs[zero]))
+                notes.append(f"{label}: below the axis, {at} ({x})")
+            else:
+                zeros = ", ".join(f"{v:g}" for v in xs[zero])
+                notes.append(f"{label}: 0 at {x}={zeros} (not shown on a log axis)")
         st = dict(styles[label])
         closed = (c["source"] == "closed form").all() if "source" in c else False
         if closed:  # exact: a dashed line, no error bars

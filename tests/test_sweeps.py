@@ -222,6 +222,17 @@ def test_flatten_and_headline():
         (0.5, 0.01, "importance sampling")
 
 
+def test_replicates_of_a_bayes_excess_near_and_below_the_floating_point_range():
+    """Two seeds' Bayes estimates of order 1e-295 keep a non-zero spread (their squares would underflow), and
+    estimates that underflow to 0 carry their log10 to the curves (the figure and table quote it)."""
+    rows = [dict(estimator="bayes", estimator_name="Bayes-optimal", value=v, se=0.0, lam=None, source="importance sampling",
+                 log10=lg, **{"task.d": d}) for d, v, lg in [(3000, 1.40e-295, -294.85), (3000, 1.46e-295, -294.84),
+                                                             (100000, 0.0, -9797.5), (100000, 0.0, -9797.7)]]
+    means = sweep.over_replicates(pd.DataFrame(rows), "task.d").set_index("task.d")
+    assert means.loc[3000, "se"] == pytest.approx(np.std([1.40, 1.46], ddof=1) / np.sqrt(2) * 1e-295, rel=1e-9)
+    assert means.loc[100000, "value"] == 0.0 and means.loc[100000, "log10"] == pytest.approx(-9797.6)
+
+
 @pytest.mark.parametrize("preset", SWEEP_PRESETS)
 def test_sweep_presets_declare_their_sweep_and_every_point_is_valid(preset):
     """Each preset sweeps through ``hydra.sweeper.params``; the first and the last value of every swept key compose
@@ -247,3 +258,19 @@ def test_submitit_local_launcher_runs_a_tiny_sweep(tmp_path):
     jobs = sweep.read_sweep(sweep_dir)
     assert len(jobs) == 2 and all(j.status == "ok" for j in jobs)
     assert (sweep_dir / ".submitit").is_dir()
+
+
+def test_slurm_launcher_preset_exposes_the_cluster_options():
+    """``hydra/launcher=slurm`` is submitit_slurm with slr's defaults; partition, time and cpus come from the
+    command line. (No cluster here: the config is composed and its launcher class imported, not submitted.)"""
+    import importlib
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=short",
+                                           "hydra.launcher.timeout_min=30", "hydra.launcher.cpus_per_task=4"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == ("short", 30, 4, 4)
+    module, cls = launcher._target_.rsplit(".", 1)
+    assert cls == "SlurmLauncher" and hasattr(importlib.import_module(module), cls)
+    assert OmegaConf.to_container(launcher, resolve=False)["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
