@@ -8,7 +8,8 @@
 Runs ``python -m slr -m experiment=... hydra/launcher=joblib`` into ``outputs/paper/<date>_<time>/``, copies
 each job's four-panel figure to ``<sweep>/figures/<preset>.{png,pdf}``, and prints per experiment the final
 medians of |kappa|, |nu|, the excess risk and the distance to the manifold, how many repeats aligned
-(|kappa| and |nu| >= 0.9) and the job's wall time; the table is also written to ``<sweep>/paper.csv``.
+(|kappa| and |nu| >= 0.9), how many ended with k on v* instead (|eta| = |<k,v*>| >= 0.9: at small lam the erf is
+nearly linear and the risk nearly symmetric in k and v) and the job's wall time; the table is also written to ``<sweep>/paper.csv``.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def collect(sweep: Path) -> pd.DataFrame:
             oracle=s.get("excess", {}).get("oracle", {}).get("closed_form"),
             dist_to_M=s.get("final_overlaps", {}).get("median", {}).get("dist_to_M"),
             aligned=int(((k >= ALIGNED) & (v >= ALIGNED)).sum()),
+            k_on_v_star=int((np.abs(np.asarray(per.get("eta", []), float)) >= ALIGNED).sum()),
             seconds=s.get("timings", {}).get("total_s"),
             steps_per_s=s.get("timings", {}).get("steps_per_s")))
     return pd.DataFrame(rows)

@@ -32,7 +32,8 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
-    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step;
+    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step, chosen to span the final
+    alignment (least to most aligned);
     (d) distance to the invariant manifold on a log axis. Returns ``(fig, axes)``.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
@@ -68,7 +69,7 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     ax = axes[2]
     steps = df["step"].to_numpy()
     norm = plt.Normalize(steps.min(), max(steps.max(), 1))
-    for r in sorted(df["repeat"].unique())[:n_trajectories]:
+    for r in _spread_repeats(df, n_trajectories):
         run = df[df["repeat"] == r]
         ax.plot(run["kappa"], run["nu"], color="0.7", lw=0.8, zorder=1)
         sc = ax.scatter(run["kappa"], run["nu"], c=run["step"], cmap="viridis", norm=norm, s=9, zorder=2)
@@ -77,7 +78,7 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     if n_trajectories and len(df):
         fig.colorbar(sc, ax=ax, label="step")
     ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="κ = <k,k*>", ylabel="ν = <v,v*>",
-           title=f"(c) trajectories of {min(n_trajectories, R)} repeats")
+           title=f"(c) trajectories of {min(n_trajectories, R)} repeats, least to most aligned")
     ax.set_aspect("equal")
 
     ax = axes[3]
@@ -91,8 +92,19 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
         ax.set_xlim(steps.min(), max(steps.max(), 1))
     ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)", title="(d) distance to the manifold θ=η=ρ=0")
     if title:
-        fig.suptitle(f"{title}  —  median and 95% band over {R} repeats")
+        fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
     return fig, axes
+
+
+def _spread_repeats(df: pd.DataFrame, n: int) -> list:
+    """``n`` repeats spread over the final alignment ``|kappa| + |nu|`` (lowest, ..., highest; ties by repeat):
+    the trajectories panel shows the range of outcomes, not only the first repeats."""
+    last = df.sort_values("step").groupby("repeat").last()
+    score = (last["kappa"].abs() + last["nu"].abs()).fillna(-1.0).sort_index(kind="stable").sort_values(kind="stable")
+    if n <= 0 or score.empty:
+        return []
+    idx = np.unique(np.round(np.linspace(0, len(score) - 1, min(n, len(score)))).astype(int))
+    return [score.index[i] for i in idx]
 
 
 def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:

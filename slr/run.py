@@ -276,7 +276,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
 
         from slr.plots import dynamics_figure, save
 
-        refs = {f"oracle, lam={lam:.3g}": excess["oracle"]["closed_form"],
+        refs = {f"{excess['oracle']['name']}, lam={lam:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
         fig, _ = dynamics_figure(pd.DataFrame(hist.rows, columns=list(METRIC_COLUMNS)), refs, title=f"{cfg.name}: {task}, {tc.algo}")

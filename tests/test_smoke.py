@@ -27,8 +27,9 @@ def test_a_softmax_run_compares_with_the_softmax_oracle(make_cfg, tmp_path):
     """The oracle at the run's lam has the trained predictor's kind (no erf closed form for it); the best-lam
     oracle stays erf's, with its closed form."""
     cfg = make_cfg("predictor=softmax", "predictor.lam=2", "task.d=12", "task.L=4", "train.steps=20",
-                   "train.repeats=2", "eval.n_test=4000", "eval.bayes_is=0", "figures=false")
+                   "train.repeats=2", "eval.n_test=4000", "eval.bayes_is=0")
     excess = run(cfg, out_dir=tmp_path)["excess"]
+    assert (tmp_path / "figures" / "dynamics.png").exists()  # its reference line is the softmax oracle's MC
     assert excess["oracle"]["name"] == "softmax oracle" and "closed_form" not in excess["oracle"]
     assert "closed_form" in excess["oracle_best"]
     import math
@@ -37,3 +38,15 @@ def test_a_softmax_run_compares_with_the_softmax_oracle(make_cfg, tmp_path):
     erf_oracle = theory.oracle_excess(2.0, d=12, L=4, gamma=0.5**0.5)
     z = abs(excess["oracle"]["mc"] - erf_oracle) / excess["oracle"]["se"]
     assert z > 4 and math.isfinite(z)  # a softmax oracle, not erf's
+
+
+def test_trajectory_panel_spans_the_outcomes():
+    """Panel (c) shows the least, a middle and the most aligned repeat, not the first three."""
+    import pandas as pd
+
+    from slr.plots import _spread_repeats
+    final = {0: 0.5, 1: 1.9, 2: 0.1, 3: 1.0, 4: 1.5}  # |kappa| + |nu| at the last step
+    m = pd.DataFrame([dict(step=s, repeat=r, kappa=(f / 2 if s else 0.0), nu=-(f / 2 if s else 0.0))
+                      for r, f in final.items() for s in (0, 10)])
+    assert _spread_repeats(m, 3) == [2, 3, 1]
+    assert _spread_repeats(m, 10) == [2, 0, 3, 4, 1] and _spread_repeats(m, 0) == []
