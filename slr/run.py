@@ -182,6 +182,8 @@ def comparison_table(excess: dict) -> str:
             name += f" [{len(e['per_repeat'])} repeats]"
         cf = e.get("closed_form", e.get("importance_sampling"))
         cf_s = "" if cf is None else f"{cf:.4g}" + ("*" if "importance_sampling" in e and "closed_form" not in e else "")
+        if cf == 0 and math.isfinite(e.get("importance_sampling_log10", -math.inf)):  # below the float range
+            cf_s = f"10^{e['importance_sampling_log10']:.1f}*"
         ob = "" if key == "bayes" else f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
         lines.append(f"{name:<34}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
     lines.append("(± one standard error; trained: mean over repeats, its error combining the spread of the repeats "

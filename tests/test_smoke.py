@@ -50,3 +50,11 @@ def test_trajectory_panel_spans_the_outcomes():
                       for r, f in final.items() for s in (0, 10)])
     assert _spread_repeats(m, 3) == [2, 3, 1]
     assert _spread_repeats(m, 10) == [2, 0, 3, 4, 1] and _spread_repeats(m, 0) == []
+
+
+def test_comparison_table_quotes_an_underflowed_bayes_excess_by_its_log10():
+    from slr.run import comparison_table
+
+    row = dict(name="Bayes-optimal", mc=0.0, se=0.0, importance_sampling=0.0, importance_sampling_log10=-9797.63)
+    assert "10^-9797.6*" in comparison_table({"bayes": row})
+    assert "1.5e-40*" in comparison_table({"bayes": dict(row, importance_sampling=1.5e-40, importance_sampling_log10=-39.8)})
