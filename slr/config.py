@@ -130,13 +130,15 @@ TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": N
 
 
 def register() -> None:
-    """Register the schemas: ``config_schema`` and, per config group, ``<group>/schema_<name>``."""
+    """Register the schemas at the root of the config tree (``config_schema``, ``task_schema``,
+    ``predictor_schema``, ``train_<algo>_schema``), outside the groups, so that ``--help`` lists only real options;
+    the group configs extend them with ``- /<name>@_here_``."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="task", name="schema", node=TaskConfig)
-    cs.store(group="predictor", name="schema", node=PredictorConfig)
+    cs.store(name="task_schema", node=TaskConfig)
+    cs.store(name="predictor_schema", node=PredictorConfig)
     for name, schema in TRAIN_SCHEMAS.items():
-        cs.store(group="train", name=f"schema_{name}", node=schema)
+        cs.store(name=f"train_{name}_schema", node=schema)
 
 
 def outputs_dir() -> str:

@@ -72,7 +72,9 @@ def sweep_rows(jobs: list[sweep.Job]) -> pd.DataFrame:
         row["trained closed form"] = _num(tr.get("closed_form"))
         for key, title in BASELINES:
             if key in excess:
-                row[title] = _num(sweep.headline(excess[key])[0])
+                value, log10 = sweep.headline(excess[key])[0], excess[key].get("importance_sampling_log10")
+                underflow = value == 0 and log10 is not None and math.isfinite(log10)
+                row[title] = f"10^{log10:.1f}" if underflow else _num(value)  # below the float range
         total = ((j.summary or {}).get("timings") or {}).get("total_s")
         row["time (s)"] = _num(total, 3)
         rows.append(row)

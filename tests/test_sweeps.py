@@ -274,3 +274,12 @@ def test_slurm_launcher_preset_exposes_the_cluster_options():
     module, cls = launcher._target_.rsplit(".", 1)
     assert cls == "SlurmLauncher" and hasattr(importlib.import_module(module), cls)
     assert OmegaConf.to_container(launcher, resolve=False)["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+
+
+def test_slr_report_quotes_a_bayes_excess_below_the_float_range(tmp_path):
+    bayes = dict(name="Bayes-optimal", mc=0.0, se=0.0, importance_sampling=0.0, importance_sampling_log10=-9797.6)
+    jobs = [sweep.Job(tmp_path / f"task.d={d}", {"task.d": d}, dict(status="ok", excess=dict(bayes=dict(bayes, **b))),
+                      "ok") for d, b in [(400, dict(importance_sampling=1.9e-40, importance_sampling_log10=-39.7)),
+                                         (100000, {})]]
+    rows = report.sweep_rows(jobs).set_index("task.d")
+    assert rows.loc[400, "Bayes"] == "1.9e-40" and rows.loc[100000, "Bayes"] == "10^-9797.6"
