@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -304,6 +305,14 @@ def finished_before(cfg: DictConfig, out: Path) -> dict | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler ending a job) as an exception, so that :func:`run` records it as a failure."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2.
@@ -311,8 +320,11 @@ def main(cfg: DictConfig) -> float | None:
     With ``resume=true`` a job whose folder already holds a finished run of the same config is skipped.
     A job that fails exits with code 1 after :func:`run` has recorded the failure (summary.json, and the traceback
     in the job's log, which the console shows too). In a multirun, errors are raised instead (Hydra records them,
-    the other jobs go on, and the sweep exits non-zero at the end).
+    the other jobs go on, and the sweep exits non-zero at the end). Ctrl-C (exit 130) and, outside multiruns, SIGTERM
+    (exit 143) are recorded as status failed; in a multirun the launcher owns the signals.
     """
+    if not _in_multirun():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if cfg.resume:
             check(cfg)
@@ -335,11 +347,12 @@ def main(cfg: DictConfig) -> float | None:
         if not getattr(exc, "slr_recorded", False):  # failed before run() could record it
             log.exception("slr failed before the run started")
         sys.exit(1)  # Hydra would print the traceback a second time
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if _in_multirun():
             raise
-        print("slr: interrupted; summary.json records status failed", file=sys.stderr)
-        sys.exit(130)
+        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        print(f"slr: {how}; summary.json records status failed", file=sys.stderr)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     return _trained_excess(summary)
 
 

@@ -299,7 +299,10 @@ def test_metrics_are_on_disk_as_soon_as_written_and_a_cut_line_is_dropped(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_files_that_parse(make_cfg, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_run_leaves_files_that_parse(make_cfg, tmp_path, sig):
+    """SIGKILL leaves status running; SIGTERM is caught and recorded as failed (exit 143). Either way every file
+    parses, the metrics logged so far are kept, and resume would run the job again."""
     overrides = ["train.simulator=reduced", "train.steps=100000000", "train.log_every=200", "train.repeats=4",
                  "eval.bayes_is=0"]
     out = tmp_path / "killed"
@@ -315,11 +318,12 @@ def test_a_killed_run_leaves_files_that_parse(make_cfg, tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail("no metrics within 120 s")
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
     for path in out.rglob("*"):  # every file it left parses
         if path.is_dir():
             continue
@@ -334,7 +338,11 @@ def test_a_killed_run_leaves_files_that_parse(make_cfg, tmp_path):
         else:
             pytest.fail(f"unexpected file {path.relative_to(out)}")
     summary = strict_json(out / "summary.json")
-    assert summary["status"] == "running"
+    if sig == signal.SIGKILL:
+        assert summary["status"] == "running"
+    else:
+        assert summary["status"] == "failed" and "SIGTERM" in summary["error"]
+        assert "SIGTERM" in (out / "slr.log").read_text()
     m = read_metrics(out / "metrics.csv")
     assert len(m) >= 4 * 5 and (m.step % 200 == 0).all() and np.isfinite(m[["kappa", "excess"]].to_numpy()).all()
     # resume re-runs it: the folder does not hold a finished run of this config
