@@ -121,11 +121,11 @@ def main(argv=None) -> int:
     print(title.replace("\n", " — "))
     print("\nexcess risk (" + spread + "; closed forms exact)")
     print(sweep.wide(curves, x).to_string())
-    tiny = long[(long["value"] == 0) & np.isfinite(long["log10"].astype(float))] if "log10" in long else long[:0]
+    tiny = curves[(curves["value"] == 0) & np.isfinite(curves["log10"])] if "log10" in curves else curves[:0]
     if len(tiny):  # Bayes excess below the smallest double: 0 in the table and off the log axis, finite in log10
         print("\nbelow the floating-point range (shown as 0; importance sampling, log10 of the excess risk):")
-        for xv, g in tiny.groupby(x, sort=True) if x else [(None, tiny)]:
-            print(f"  {x}={xv}: 10^{g['log10'].astype(float).mean():.1f}" if x else f"  10^{g['log10'].astype(float).mean():.1f}")
+        for _, row in tiny.iterrows():
+            print(f"  {row['label']}" + (f", {x}={row[x]}" if x else "") + f": 10^{row['log10']:.1f}")
     if reference is not None and (curves["ratio"] > 0).any():
         print("\nratio of excess risk to the Bayes excess risk")
         print(sweep.wide(curves[curves["label"] != reference], x, "ratio", "ratio_se").to_string())

@@ -75,6 +75,15 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def underflowed_log10(entry: dict) -> float | None:
+    """For an ``excess`` entry of summary.json: the log10 of its importance-sampling estimate when the estimate
+    itself underflowed to 0 (a Bayes excess at large ``d``), else None."""
+    log10 = entry.get("importance_sampling_log10")
+    if entry.get("importance_sampling") == 0 and log10 is not None and math.isfinite(log10):
+        return log10
+    return None
+
+
 class MetricsWriter:
     """Appends logged rows to ``metrics.csv``, one block per logged step, flushed at once.
 

@@ -32,9 +32,9 @@ def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | Non
     """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
-    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step, chosen to span the final
-    alignment (least to most aligned);
-    (d) distance to the invariant manifold on a log axis. Returns ``(fig, axes)``.
+    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
+    chosen to span the final alignment (least to most aligned); (d) distance to the invariant manifold on a log
+    axis. Returns ``(fig, axes)``.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     palette = sns.color_palette("deep")

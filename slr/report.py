@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from slr import sweep
+from slr.io import underflowed_log10
 
 # (summary key, column title) of the main numbers of a sweep row, after the trained predictor's
 BASELINES = (("oracle", "oracle"), ("oracle_best", "oracle best"), ("bayes", "Bayes"), ("linear", "linear"),
@@ -72,9 +73,8 @@ def sweep_rows(jobs: list[sweep.Job]) -> pd.DataFrame:
         row["trained closed form"] = _num(tr.get("closed_form"))
         for key, title in BASELINES:
             if key in excess:
-                value, log10 = sweep.headline(excess[key])[0], excess[key].get("importance_sampling_log10")
-                underflow = value == 0 and log10 is not None and math.isfinite(log10)
-                row[title] = f"10^{log10:.1f}" if underflow else _num(value)  # below the float range
+                tiny = underflowed_log10(excess[key])  # below the float range: quoted by its log10
+                row[title] = f"10^{tiny:.1f}" if tiny is not None else _num(sweep.headline(excess[key])[0])
         total = ((j.summary or {}).get("timings") or {}).get("total_s")
         row["time (s)"] = _num(total, 3)
         rows.append(row)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from slr import evaluate, theory
 from slr.config import CONF_DIR, ConfigError, check, digest
-from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, write_json
+from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, underflowed_log10, write_json
 from slr.reduced import ReducedTask
 from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
 from slr.seeding import numpy_generator, torch_generator
@@ -155,14 +155,14 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
             entry["closed_form"] = closed[key]
         out[key] = entry
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
-    out["bayes"]["upper_bound"] = theory.bayes_excess_bound(task.d, task.L, task.gamma, task.signal)
+    bound_log10 = theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal)
+    out["bayes"]["upper_bound"] = 10.0**bound_log10
     if cfg.eval.bayes_is > 0:
         log10_m, rel_se = evaluate.bayes_excess_is_log10(task, cfg.eval.bayes_is, cfg.seed)
         m = 10.0**log10_m  # 0 below ~1e-308: the log10 entry keeps it
         out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
-                            importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se)
-        out["bayes"]["upper_bound_log10"] = (math.log10(out["bayes"]["upper_bound"]) if out["bayes"]["upper_bound"] > 0
-                                             else theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal))
+                            importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se,
+                            upper_bound_log10=bound_log10)
     return out
 
 
@@ -183,8 +183,9 @@ def comparison_table(excess: dict) -> str:
             name += f" [{len(e['per_repeat'])} repeats]"
         cf = e.get("closed_form", e.get("importance_sampling"))
         cf_s = "" if cf is None else f"{cf:.4g}" + ("*" if "importance_sampling" in e and "closed_form" not in e else "")
-        if cf == 0 and math.isfinite(e.get("importance_sampling_log10", -math.inf)):  # below the float range
-            cf_s = f"10^{e['importance_sampling_log10']:.1f}*"
+        tiny = underflowed_log10(e)
+        if tiny is not None:  # below the float range
+            cf_s = f"10^{tiny:.1f}*"
         ob = "" if key == "bayes" else f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
         lines.append(f"{name:<34}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
     lines.append("(± one standard error; trained: mean over repeats, its error combining the spread of the repeats "

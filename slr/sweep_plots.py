@@ -65,8 +65,8 @@ def _draw(ax, curves: pd.DataFrame, x: str, column: str, se: str, styles: dict, 
         if not ok.any():
             notes.append(f"{label}: no positive value to show")
             continue
-        if (~ok & np.isfinite(ys)).any():
-            zero = ~ok & np.isfinite(ys)
+        zero = ~ok & np.isfinite(ys)
+        if zero.any():
             logs = c["log10"].to_numpy(float) if "log10" in c else np.full(len(c), np.nan)
             if np.isfinite(logs[zero]).all():  # below the floating-point range, known in log10
                 at = ", ".join(f"10^{lg:.0f} at {v:g}" for v, lg in zip(xs[zero], logs[zero]))
