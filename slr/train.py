@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+import slr.kernel
 from slr.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
 from slr.reduced import ReducedTask
 from slr.seeding import numpy_from_torch
@@ -121,9 +122,9 @@ class Algorithm:
         raise NotImplementedError
 
     def vectors(self) -> np.ndarray:
-        """``KV`` as float64 numpy (R, 2, D)."""
+        """A copy of ``KV`` as float64 numpy (R, 2, D) (the reduced SGD updates its state in place)."""
         KV = self.KV
-        return KV.detach().to("cpu", torch.float64).numpy() if isinstance(KV, torch.Tensor) else KV
+        return KV.detach().to("cpu", torch.float64).numpy() if isinstance(KV, torch.Tensor) else KV.copy()
 
     def overlaps(self) -> dict[str, np.ndarray]:
         """``kappa, nu, theta, eta, rho`` of the unit vectors and the norms ``|k|``, ``|v|``, each (R,)."""
@@ -177,11 +178,13 @@ class ReducedSGD(Algorithm):
     factor ``A``. The new canonical coordinates are then the Cholesky factor of the Gram matrix of the parts of
     ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative token is put
     first. As in the full simulator, the tokens are float32 (drawn by torch in blocks of ``block`` steps) and so
-    is the per-token arithmetic; the state and its update are float64.
+    is the per-token arithmetic; the state and its update are float64. The step is one call of the compiled
+    kernel (:mod:`slr.kernel`) when it can be built (``kernel=None``: if available), else the numpy step; both
+    consume the same random numbers and agree up to float32 rounding.
     """
 
     def __init__(self, task: Task, kind: AttentionKind, C0: np.ndarray, *, lr: float, batch_size: int,
-                 projected: bool, generator: torch.Generator, block: int = 256):
+                 projected: bool, generator: torch.Generator, block: int = 256, kernel: bool | None = None):
         if task.d < 5:
             raise ValueError(f"the reduced SGD simulator needs d >= 5 (a non-empty complement of the 4-dim span), got d={task.d}")
         self.eval_task, self.kind = task.reduced(4), kind
@@ -191,6 +194,13 @@ class ReducedSGD(Algorithm):
         self.rng = numpy_from_torch(generator)
         self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B).astype(np.float32)  # out-of-span variances
         self._i = block
+        self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
+        self._kernel = slr.kernel.reduced_step() if kernel is not False and self._kind is not None else None
+        if kernel and self._kernel is None:
+            raise RuntimeError(f"the compiled reduced SGD step is not available for {kind.name} attention "
+                               "(see the warning above)")
+        if self._kernel is not None and self.B * self.L > slr.kernel.MAX_TOKENS:
+            self._kernel = None  # the kernel's buffers hold MAX_TOKENS tokens per repeat
 
     def _refill(self) -> None:
         R, B, L, n = self.KV.shape[0], self.B, self.L, self.block
@@ -198,8 +208,8 @@ class ReducedSGD(Algorithm):
         xi = torch.randn(n, R, B, generator=self.gen, dtype=torch.float32)
         Zt[..., 0] *= self.gamma  # the informative token first: z_0 = M e1 + gamma N(0, I_4)
         Zt[:, :, 0, :, 0] += self.M
-        self._y = (Zt[:, :, 1, :, 0] + self.eps * xi).numpy()  # (n, R, B): W plus noise
-        self._Zt = Zt.reshape(n, R, 4, B * L).numpy()  # (n, R, 4, B L)
+        self._y = np.ascontiguousarray((Zt[:, :, 1, :, 0] + self.eps * xi).numpy())  # (n, R, B): W plus noise
+        self._Zt = Zt.reshape(n, R, 4, B * L).numpy()  # (n, R, 4, B L), contiguous
         # Bartlett factor of Wishart_2(d - 4, I), times lr: [[lr c1, 0], [lr n21, lr c2]]
         self._A = np.zeros((n, R, 2, 2))
         self._A[:, :, 0, 0] = self.lr * np.sqrt(self.rng.chisquare(self.d - 4, (n, R)))
@@ -211,8 +221,18 @@ class ReducedSGD(Algorithm):
     def step(self, lam: float) -> None:
         if self._i == self.block:
             self._refill()
-        i, C, R, B, L = self._i, self.KV, self.KV.shape[0], self.B, self.L
+        i = self._i
         self._i += 1
+        if self._kernel is None:
+            self._numpy_step(i, lam)
+            return
+        if not (self.KV.flags.c_contiguous and self.KV.dtype == np.float64):
+            self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
+        self._kernel(self.KV.shape[0], self.B, self.L, self._kind, int(self.projected), lam, self.lr, self.KV.ctypes.data,
+                     self._Zt[i].ctypes.data, self._y[i].ctypes.data, self._A[i].ctypes.data, self.s2.ctypes.data)
+
+    def _numpy_step(self, i: int, lam: float) -> None:
+        C, R, B, L = self.KV, self.KV.shape[0], self.B, self.L
         Zt = self._Zt[i]  # (R, 4, B L): the batch's coordinates on (k*, v*, e1, e2)
         P = (C.astype(np.float32) @ Zt).reshape(R, 2, B, L)  # <X_bl, k>, <X_bl, v>
         T, dpk, dpv = self.kind.output_and_grads(P[:, 0], P[:, 1], lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
