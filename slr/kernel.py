@@ -29,8 +29,17 @@ CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC")
 
 
 def cache_dir() -> Path:
+    """``$SLR_CACHE_DIR``, else ``$XDG_CACHE_HOME/slr`` or ``~/.cache/slr``; a per-user folder in the temporary
+    directory when that one cannot be created or written (a read-only home)."""
     default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slr"
-    return Path(os.environ.get("SLR_CACHE_DIR") or default)
+    path = Path(os.environ.get("SLR_CACHE_DIR") or default)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"slr-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def build(cc: str | None = None) -> Path:

@@ -13,6 +13,15 @@ def _outputs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("SLR_OUTPUTS", str(tmp_path / "outputs"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache_in_tmp(tmp_path_factory):
+    """The compiled reduced-SGD kernel is built once per test session into a temporary folder (not ~/.cache)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLR_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def make_cfg():
     """``make_cfg("task.d=10", "train=pgd", ...)`` -> the composed DictConfig (no Hydra job is started)."""

@@ -79,6 +79,13 @@ def test_kernel_is_built_once_into_the_cache(fresh_kernel):
     assert slr.kernel.reduced_step() is not None
 
 
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SLR_CACHE_DIR", str(blocker / "cache"))  # cannot be created: a file is in the way
+    assert slr.kernel.cache_dir().name.startswith("slr-cache-")
+
+
 def test_without_a_compiler_the_numpy_step_runs(fresh_kernel, monkeypatch, caplog):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     task = Task(30, 4, 0.7, seed=0)
