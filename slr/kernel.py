@@ -29,8 +29,8 @@ CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC")
 
 
 def cache_dir() -> Path:
-    """``$SLR_CACHE_DIR``, else ``$XDG_CACHE_HOME/slr`` or ``~/.cache/slr``; a per-user folder in the temporary
-    directory when that one cannot be created or written (a read-only home)."""
+    """The folder of the compiled kernel, created if needed: ``$SLR_CACHE_DIR``, else ``$XDG_CACHE_HOME/slr`` or
+    ``~/.cache/slr``; a per-user folder in the temporary directory when that one cannot be created or written."""
     default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slr"
     path = Path(os.environ.get("SLR_CACHE_DIR") or default)
     try:
@@ -39,7 +39,9 @@ def cache_dir() -> Path:
             return path
     except OSError:
         pass
-    return Path(tempfile.gettempdir()) / f"slr-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    path = Path(tempfile.gettempdir()) / f"slr-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def build(cc: str | None = None) -> Path:
@@ -52,7 +54,6 @@ def build(cc: str | None = None) -> Path:
     target = cache_dir() / f"reduced_step-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # concurrent jobs: build apart, rename atomically
     os.close(fd)
     try:

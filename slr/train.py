@@ -195,12 +195,12 @@ class ReducedSGD(Algorithm):
         self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B).astype(np.float32)  # out-of-span variances
         self._i = block
         self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
-        self._kernel = slr.kernel.reduced_step() if kernel is not False and self._kind is not None else None
+        fits = self._kind is not None and self.B * self.L <= slr.kernel.MAX_TOKENS  # the kernel's token buffers
+        self._kernel = slr.kernel.reduced_step() if fits and kernel is not False else None
         if kernel and self._kernel is None:
-            raise RuntimeError(f"the compiled reduced SGD step is not available for {kind.name} attention "
-                               "(see the warning above)")
-        if self._kernel is not None and self.B * self.L > slr.kernel.MAX_TOKENS:
-            self._kernel = None  # the kernel's buffers hold MAX_TOKENS tokens per repeat
+            raise RuntimeError(f"the compiled reduced SGD step is not available ({kind.name} attention, "
+                               f"batch_size x L = {self.B * self.L} of at most {slr.kernel.MAX_TOKENS} tokens; "
+                               "a build failure is logged as a warning)")
 
     def _refill(self) -> None:
         R, B, L, n = self.KV.shape[0], self.B, self.L, self.block
