@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from slr import theory  # noqa: E402
 from slr.config import outputs_dir  # noqa: E402
 from slr.predictors import ERF  # noqa: E402
+from slr.reduced import ReducedTask  # noqa: E402
 from slr.seeding import numpy_generator, torch_generator  # noqa: E402
 from slr.task import Task  # noqa: E402
 from slr.train import FullSGD, PopulationPGD, ReducedSGD, embed, init_sphere  # noqa: E402
@@ -88,7 +89,7 @@ def bench_pgd(steps: int) -> dict:
     rng = numpy_generator(0, "init")
     C0 = init_sphere(30, 400, rng)
     kw = dict(lr=4e-3, M=task.M, L=10, gamma=GAMMA)
-    reduced = PopulationPGD(task.reduced(4), C0, **kw)
+    reduced = PopulationPGD(ReducedTask.of(task, 4), C0, **kw)
     full = PopulationPGD(task, embed(C0, task, rng).numpy(), **kw)
     t_red, t_full = per_step(reduced, 0.1, steps), per_step(full, 0.1, steps)
     return {"pgd_reduced_vs_full": dict(full_us=t_full * 1e6, reduced_us=t_red * 1e6, ratio=t_full / t_red)}

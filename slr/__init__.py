@@ -7,4 +7,4 @@ from slr import evaluate, predictors, theory
 from slr.task import Batch, Task
 
 __all__ = ["Task", "Batch", "theory", "evaluate", "predictors"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

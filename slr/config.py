@@ -1,9 +1,9 @@
-"""Structured configs mirroring ``conf/`` (registered with Hydra's ConfigStore) and their validation.
+"""Structured configs mirroring ``slr/conf/`` (registered with Hydra's ConfigStore) and their validation.
 
 Hydra rejects a wrong type or an unknown key of these dataclasses when the config is composed; :func:`check`
 adds the ranges, the choices and the combinations that a type cannot express, and the keys that ``+key=value``
 slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field; the :class:`Validate`
-callback (``conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
+callback (``slr/conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package, so that a wheel works
 
 
 @dataclass
@@ -141,9 +141,28 @@ def register() -> None:
         cs.store(name=f"train_{name}_schema", node=schema)
 
 
+def checkout_root(start: Path | None = None) -> Path | None:
+    """The slr source checkout holding ``start`` (default: the working directory), or None: the nearest folder at or
+    above it with a ``pyproject.toml`` that declares the project ``slr`` and an ``slr/`` package beside it."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file() and (folder / "slr" / "__init__.py").is_file():
+            try:
+                if re.search(r'^name\s*=\s*"slr"\s*$', project.read_text(), flags=re.M):
+                    return folder
+            except OSError:
+                pass
+    return None
+
+
 def outputs_dir() -> str:
-    """Where runs land: ``$SLR_OUTPUTS`` if set, else ``outputs/`` at the project root (wherever you launch from)."""
-    return os.environ.get("SLR_OUTPUTS") or str(ROOT / "outputs")
+    """Where runs land: ``$SLR_OUTPUTS`` if set; else, launched from inside an slr checkout (at any depth), that
+    checkout's ``outputs/``; else ``outputs/`` in the working directory (Hydra's convention)."""
+    if os.environ.get("SLR_OUTPUTS"):
+        return os.environ["SLR_OUTPUTS"]
+    root = checkout_root()
+    return str((root if root is not None else Path.cwd().resolve()) / "outputs")
 
 
 def job_dirname(num: int, override_dirname: str) -> str:
@@ -180,7 +199,7 @@ class ConfigError(ValueError, CompactHydraException):
 
 
 class Validate(Callback):
-    """Hydra callback (``hydra.callbacks.validate`` in ``conf/config.yaml``): refuse an invalid single run before
+    """Hydra callback (``hydra.callbacks.validate`` in ``slr/conf/config.yaml``): refuse an invalid single run before
     Hydra creates its run folder, with the :class:`ConfigError` paragraph on stderr and exit code 2.
 
     Multirun jobs are checked one by one when they start (by :func:`slr.run.run`), since each has its own config.

@@ -64,7 +64,7 @@ def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor]
     E = span_basis(task.k_star, task.v_star, *extra)  # (..., d, r)
     if E.shape[-1] > task.d:
         raise ValueError(f"the reduced sampler needs d >= {E.shape[-1]} for these predictors, got d={task.d}")
-    reduced = task.reduced(E.shape[-1])
+    reduced = ReducedTask.of(task, E.shape[-1])
     return [p.in_basis(E.to(reduced.dtype)) for p in predictors], reduced
 
 

@@ -51,6 +51,11 @@ class ReducedTask:
         self.k_star = torch.eye(r, dtype=dtype, device=self.device)[0]
         self.v_star = torch.eye(r, dtype=dtype, device=self.device)[1]
 
+    @classmethod
+    def of(cls, task, r: int = 4) -> "ReducedTask":
+        """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*``."""
+        return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype)
+
     def __repr__(self) -> str:
         return f"ReducedTask(d={self.d}, L={self.L}, gamma={self.gamma:g}, eps={self.eps:g}, r={self.r})"
 

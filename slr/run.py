@@ -49,7 +49,7 @@ def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
 def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
     tc = cfg.train
     if tc.simulator == "reduced":
-        eval_task, KV0 = task.reduced(4), C0
+        eval_task, KV0 = ReducedTask.of(task, 4), C0
     else:
         eval_task, KV0 = task, embed(C0, task, init_rng).numpy()
     return PopulationPGD(eval_task, KV0, lr=tc.lr, M=task.M, L=task.L, gamma=task.gamma)
@@ -65,7 +65,7 @@ def build_erm(cfg, task, C0, init_rng) -> Algorithm:
 def build_none(cfg, task, C0, init_rng) -> Algorithm:
     kind = ATTENTION_KINDS[cfg.predictor.name]
     if cfg.train.simulator == "reduced":
-        return Frozen(task.reduced(4), kind, C0)
+        return Frozen(ReducedTask.of(task, 4), kind, C0)
     return Frozen(task, kind, embed(C0, task, init_rng).to(task.device))
 
 
@@ -314,8 +314,18 @@ def _terminate(signum, frame) -> None:
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
+def main() -> float | None:
+    """The ``slr`` command: ``--version`` prints the version; anything else goes to the Hydra app :func:`app`."""
+    if "--version" in sys.argv[1:]:
+        from slr import __version__
+
+        print(f"slr {__version__}")
+        return None
+    return app()
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2.
 
     With ``resume=true`` a job whose folder already holds a finished run of the same config is skipped.

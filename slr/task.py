@@ -72,9 +72,3 @@ class Task:
         W = W.reshape(shape)
         y = W + self.eps * torch.randn(shape, dtype=dtype, **kw)
         return Batch(X, y, J0, W)
-
-    def reduced(self, r: int = 4):
-        """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*`` (SPEC 6)."""
-        from slr.reduced import ReducedTask
-
-        return ReducedTask(self.d, self.L, self.gamma, self.eps, self.signal, r=r, device=self.device, dtype=self.dtype)

@@ -187,7 +187,7 @@ class ReducedSGD(Algorithm):
                  projected: bool, generator: torch.Generator, block: int = 256, kernel: bool | None = None):
         if task.d < 5:
             raise ValueError(f"the reduced SGD simulator needs d >= 5 (a non-empty complement of the 4-dim span), got d={task.d}")
-        self.eval_task, self.kind = task.reduced(4), kind
+        self.eval_task, self.kind = ReducedTask.of(task, 4), kind
         self.KV = np.array(C0, dtype=np.float64)
         self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
         self.lr, self.B, self.projected, self.gen, self.block = lr, batch_size, projected, generator, block

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from slr import theory
+from slr.reduced import ReducedTask
 from slr.seeding import numpy_generator
 from slr.task import Task
 from slr.train import OVERLAPS, PopulationPGD, embed, init_manifold, init_sphere
@@ -15,7 +16,7 @@ def make_pgd(d=400, L=10, R=6, init=init_sphere, simulator="reduced", lr=4e-3, s
     rng = numpy_generator(seed, "init")
     C0 = init(R, d, rng)
     if simulator == "reduced":
-        return PopulationPGD(task.reduced(4), C0, lr=lr, M=task.M, L=L, gamma=GAMMA), task
+        return PopulationPGD(ReducedTask.of(task, 4), C0, lr=lr, M=task.M, L=L, gamma=GAMMA), task
     return PopulationPGD(task, embed(C0, task, rng).numpy(), lr=lr, M=task.M, L=L, gamma=GAMMA), task
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from slr.config import ROOT
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 
 def test_readme_python_api_block_runs():

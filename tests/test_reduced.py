@@ -11,7 +11,7 @@ from helpers import Z4, one_thread, vectors_with_overlaps
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr.evaluate import compare, mc_excess, reduce
 from slr.predictors import ERF, BayesOptimal, Bilinear, Linear, erf_attention
-from slr.reduced import ReducedTokens, span_basis
+from slr.reduced import ReducedTask, ReducedTokens, span_basis
 from slr.seeding import numpy_generator, torch_generator
 from slr.task import Task
 from slr.train import (OVERLAPS, FullSGD, PopulationPGD, ReducedSGD, embed, init_manifold, init_oracle,
@@ -87,7 +87,7 @@ def test_the_squared_norm_matters_for_bayes(task20):
 
 def test_residual_norms_are_chi_square(task20):
     """``q_l ~ chi^2_{d-r}``, times ``gamma^2`` at ``J0`` (KS tests), and ``k* = e1``, ``v* = e2``, ``W = z_{J0,2}``."""
-    rtask = task20.reduced(4)
+    rtask = ReducedTask.of(task20, 4)
     b = rtask.sample(20_000, torch.Generator().manual_seed(8))
     J0 = b.J0
     inf = torch.nn.functional.one_hot(J0, rtask.L).bool()
@@ -131,7 +131,7 @@ def test_population_pgd_reduced_equals_full():
     C0 = init_sphere(R, d, rng)
     KV0 = embed(C0, task, rng).numpy()
     full = PopulationPGD(task, KV0, lr=lr, M=task.M, L=L, gamma=GAMMA)
-    red = PopulationPGD(task.reduced(4), C0, lr=lr, M=task.M, L=L, gamma=GAMMA)
+    red = PopulationPGD(ReducedTask.of(task, 4), C0, lr=lr, M=task.M, L=L, gamma=GAMMA)
     start = red.overlaps()
     for _ in range(2000):
         full.step(lam)

@@ -16,7 +16,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from slr import report, sweep
-from slr.config import CONF_DIR, ROOT, check
+from slr.config import CONF_DIR, check
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 # two values of d, two seeds, a few steps: about a second per job
 TINY = ["task.d=6,8", "seed=0,1", "task.L=3", "train.steps=20", "train.log_every=10", "train.repeats=2",
