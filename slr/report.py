@@ -28,7 +28,7 @@ def _num(v, digits: int = 4) -> str:
 
 def run_report(job: sweep.Job) -> str:
     """Status, task, training, timings and the comparison table of one run folder."""
-    from slr.run import comparison_table
+    from slr.run import alignment_line, comparison_table
 
     s = job.summary or {}
     lines = [f"run {job.path}", f"status: {job.status}" + (f"  ({job.error})" if job.error else "")]
@@ -52,6 +52,9 @@ def run_report(job: sweep.Job) -> str:
     if isinstance(s.get("excess"), dict) and s["excess"]:
         try:
             lines += ["", comparison_table(s["excess"])]
+            aligned = alignment_line(s)
+            if aligned:
+                lines.append(aligned)
         except (KeyError, TypeError, ValueError) as exc:  # a summary from an older or damaged run
             lines.append(f"(comparison table unavailable: {type(exc).__name__}: {exc})")
     elif job.status not in sweep.FINISHED:

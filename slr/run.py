@@ -174,23 +174,54 @@ def _mean_se(per_repeat: np.ndarray, pooled_mc_se: float) -> float:
     return float(math.sqrt(between + pooled_mc_se**2))
 
 
+def _bayes_cells(e: dict) -> tuple[str, str]:
+    """The Bayes row's one number and where it comes from: the importance-sampling estimate with its standard error
+    when it ran (quoted by its log10 and relative error where it is below the float range), else Monte Carlo."""
+    tiny = underflowed_log10(e)
+    if tiny is not None:
+        return f"10^{tiny:.1f} ± {100 * e.get('importance_sampling_rel_se', math.nan):.2g}%", "importance sampling"
+    if e.get("importance_sampling") is not None:
+        return f"{e['importance_sampling']:.4g} ± {e.get('importance_sampling_se', math.nan):<7.2g}", "importance sampling"
+    return f"{e['mc']:.4g} ± {e['se']:<7.2g}", "Monte Carlo"
+
+
 def comparison_table(excess: dict) -> str:
-    """The comparison printed at the end of a run."""
-    lines = [f"{'predictor':<34}{'excess risk (MC)':>22}{'closed form':>14}{'excess over Bayes':>24}"]
+    """The comparison printed at the end of a run: one row per predictor, Bayes first with one number."""
+    lines = [f"{'predictor':<46}{'excess risk':>22}{'closed form':>14}{'excess over Bayes':>24}"]
     for key, e in excess.items():
         name = e["name"] + (f", lam={e['lam']:.3g}" if "lam" in e else "")
         if "per_repeat" in e:
             name += f" [{len(e['per_repeat'])} repeats]"
-        cf = e.get("closed_form", e.get("importance_sampling"))
-        cf_s = "" if cf is None else f"{cf:.4g}" + ("*" if "importance_sampling" in e and "closed_form" not in e else "")
-        tiny = underflowed_log10(e)
-        if tiny is not None:  # below the float range
-            cf_s = f"10^{tiny:.1f}*"
-        ob = "" if key == "bayes" else f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
-        lines.append(f"{name:<34}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
-    lines.append("(± one standard error; trained: mean over repeats, its error combining the spread of the repeats "
-                 "and the Monte Carlo error; closed form: median over repeats; * Bayes by importance sampling)")
+        if key == "bayes":
+            value, source = _bayes_cells(e)
+            lines.append(f"{name + ' (' + source + ')':<46}{value:>22}")
+            continue
+        cf = e.get("closed_form")
+        cf_s = "" if cf is None else f"{cf:.4g}"
+        ob = f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
+        lines.append(f"{name:<46}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
+    lines.append("(± one standard error. Excess risk: Monte Carlo on shared test samples, Bayes by importance sampling "
+                 "where it ran; trained: mean over repeats, its error combining the spread of the repeats and the Monte "
+                 "Carlo error; closed form: median over repeats; excess over Bayes: paired Monte Carlo)")
     return "\n".join(lines)
+
+
+def alignment_line(summary: dict, threshold: float = 0.9) -> str | None:
+    """What training reached, in one line: median ``|kappa|``, ``|nu|``, how many repeats aligned (both >= 0.9),
+    how many ended with ``k`` on ``±v*`` instead, and the ``lam`` path; None without overlaps."""
+    per = (summary.get("final_overlaps") or {}).get("per_repeat") or {}
+    if not per or not len(per.get("kappa", [])):
+        return None
+    k, n, e = (np.abs(np.asarray(per[x], dtype=float)) for x in ("kappa", "nu", "eta"))
+    t = summary.get("trained") or {}
+    line = (f"trained: median |kappa| {np.median(k):.3f}, |nu| {np.median(n):.3f} after {t.get('steps_done')} steps; "
+            f"{int(((k >= threshold) & (n >= threshold)).sum())} of {k.size} repeats aligned (|kappa|, |nu| >= {threshold:g})")
+    swapped = int((e >= threshold).sum())
+    if swapped:
+        line += f", {swapped} with k on ±v*"
+    if t.get("lam_initial") is not None and t.get("lam_final") != t.get("lam_initial"):
+        line += f"; lam {t['lam_initial']:.3g} -> {t['lam_final']:.3g}"
+    return line
 
 
 # ----- run ------------------------------------------------------------------------------------------------------
@@ -257,7 +288,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
 
     o = algo.overlaps()
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
-                              steps_done=hist.steps_done, lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
+                              steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
                               diverged_at=hist.diverged_at)
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
@@ -283,7 +314,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         refs = {f"{excess['oracle']['name']}, lam={lam:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
-        fig, _ = dynamics_figure(pd.DataFrame(hist.rows, columns=list(METRIC_COLUMNS)), refs, title=f"{cfg.name}: {task}, {tc.algo}")
+        fig, _ = dynamics_figure(pd.DataFrame(hist.rows, columns=list(METRIC_COLUMNS)), refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
         save(fig, out / "figures" / "dynamics")
     t_end = time.perf_counter()
     summary["status"] = "diverged" if not alive.all() else "ok"
@@ -293,8 +324,14 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     if not alive.all():
         log.warning("%d of %d repeats diverged (at steps %s)", (~alive).sum(), len(alive),
                     sorted(set(hist.diverged_at[~alive].tolist())))
-    log.info("\n%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
+    aligned = alignment_line(summary)
+    log.info("\n%s%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
+             "" if aligned is None else "\n" + aligned,
              t_end - t_start, hist.seconds, summary["timings"]["steps_per_s"], out)
+
+
+def _lam_text(lam0: float, lam: float) -> str:
+    return f"lam {lam0:.3g}" if lam == lam0 else f"lam {lam0:.3g} -> {lam:.3g}"
 
 
 def finished_before(cfg: DictConfig, out: Path) -> dict | None:

@@ -141,6 +141,7 @@ def test_divergence_of_every_repeat_is_recorded_with_its_step(make_cfg, tmp_path
 def test_divergence_of_some_repeats_leaves_the_others_running(make_cfg, tmp_path, simulator):
     cfg = make_cfg("task.d=12", "task.L=4", "train.steps=200", "train.log_every=20", "train.repeats=8",
                    "eval.n_test=300", "eval.bayes_is=0", "figures=false", "train.projected=false", "train.lr=0.1",
+                   "predictor.lam=1", "train.lam_schedule=constant",
                    f"train.simulator={simulator}")
     summary = run(cfg, out_dir=tmp_path)
     diverged_at = np.asarray(summary["trained"]["diverged_at"])

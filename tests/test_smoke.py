@@ -52,9 +52,27 @@ def test_trajectory_panel_spans_the_outcomes():
     assert _spread_repeats(m, 10) == [2, 0, 3, 4, 1] and _spread_repeats(m, 0) == []
 
 
-def test_comparison_table_quotes_an_underflowed_bayes_excess_by_its_log10():
+def test_comparison_table_shows_one_bayes_number_and_says_which():
     from slr.run import comparison_table
 
-    row = dict(name="Bayes-optimal", mc=0.0, se=0.0, importance_sampling=0.0, importance_sampling_log10=-9797.63)
-    assert "10^-9797.6*" in comparison_table({"bayes": row})
-    assert "1.5e-40*" in comparison_table({"bayes": dict(row, importance_sampling=1.5e-40, importance_sampling_log10=-39.8)})
+    row = dict(name="Bayes-optimal", mc=0.0, se=0.0, importance_sampling=0.0, importance_sampling_se=0.0,
+               importance_sampling_log10=-9797.63, importance_sampling_rel_se=0.031)
+    underflowed = comparison_table({"bayes": row}).splitlines()[1]
+    assert "10^-9797.6 ± 3.1%" in underflowed and "(importance sampling)" in underflowed
+    tiny = dict(row, mc=6.1e-13, se=4.3e-13, importance_sampling=1.5e-40, importance_sampling_se=2e-42,
+                importance_sampling_log10=-39.8)
+    line = comparison_table({"bayes": tiny}).splitlines()[1]
+    assert "1.5e-40 ± 2e-42" in line and "(importance sampling)" in line and "6.1e-13" not in line
+    plain = comparison_table({"bayes": dict(name="Bayes-optimal", mc=0.0114, se=0.0003)}).splitlines()[1]
+    assert "0.0114 ± 0.0003" in plain and "(Monte Carlo)" in plain
+
+
+def test_alignment_line_counts_aligned_and_swapped_repeats():
+    from slr.run import alignment_line
+
+    per = dict(kappa=[0.97, -0.98, 0.1, 0.95], nu=[0.99, -0.99, 0.2, 0.5], eta=[0.0, 0.0, 0.97, 0.0])
+    line = alignment_line(dict(final_overlaps=dict(per_repeat=per),
+                               trained=dict(steps_done=100, lam_initial=4.0, lam_final=0.5)))
+    assert "2 of 4 repeats aligned" in line and "1 with k on ±v*" in line and "lam 4 -> 0.5" in line
+    assert "median |kappa| 0.960" in line
+    assert alignment_line({}) is None

@@ -172,8 +172,8 @@ def test_slr_report_on_a_run_folder_and_on_a_sweep_folder(tiny_sweep, capsys):
     assert report.main([str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "status: ok" in out
-    for row in ("Bayes-optimal", "trained erf attention [2 repeats]", "oracle, lam=1", "oracle, best", "linear",
-                "bilinear"):
+    for row in ("Bayes-optimal (importance sampling)", "trained erf attention [2 repeats]", "oracle, lam=3.45",
+                "oracle, best", "linear", "bilinear", "of 2 repeats aligned (|kappa|, |nu| >= 0.9); lam 4 -> 3.45"):
         assert row in out
 
     res = subprocess.run([sys.executable, "-m", "slr.report", str(tiny_sweep)], capture_output=True, text=True,
