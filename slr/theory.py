@@ -171,8 +171,9 @@ def bayes_excess_bound_log10(d: int, L: int, gamma: float, signal: float | None 
 class ErfRiskGradient:
     """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam`` (SPEC 3-4).
 
-    Written for speed inside population PGD: scalar constants are computed once, the overlaps are arrays over
-    repeats, and no Owen's T is evaluated (the gradient needs only elementary functions).
+    Written for speed inside population PGD: scalar constants are computed once and the overlaps are arrays over
+    repeats. Every term is elementary but one: the theta-derivative of ``E[A^2]`` needs ``zeta`` itself (one
+    Owen's T per repeat).
     """
 
     def __init__(self, lam: float, *, M: float, L: int, gamma: float):
