@@ -136,10 +136,14 @@ def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
 
 
 def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None,
-                    bounds: tuple[float, float] = (1e-4, 1e3)) -> tuple[float, float]:
-    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam`` (bounded search on ``log lam``)."""
+                    bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam`` (bounded search on ``log lam``).
+
+    The default search interval is ``[min(1e-4, 0.01/sqrt(d)), 1e3]``: the best ``lam`` shrinks like
+    ``sqrt(ln d / d)`` (SPEC 8), so a fixed lower bound would cut it off at ``d`` in the billions."""
     from scipy.optimize import minimize_scalar
 
+    bounds = bounds or (min(1e-4, 0.01 / math.sqrt(d)), 1e3)
     grid = np.geomspace(*bounds, 400)
     values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
     i = int(np.argmin(values))
