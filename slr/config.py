@@ -140,7 +140,7 @@ class LandscapeConfig:
     newton_iter: int = 100
     grad_tol: float = 1e-10  # a point is critical once its Riemannian gradient norm is at most this
     dedup_tol: float = 1e-6  # points whose overlaps agree to this, up to the symmetries, are one
-    zero_tol: float = 1e-7  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
+    zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
     assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
     path_points: int = 101  # points on the geodesic from the oracle to the swapped point
 

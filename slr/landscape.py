@@ -347,7 +347,7 @@ class CriticalPoints:
 
 
 def critical_points(ls: Landscape, seeds: dict[str, np.ndarray], *, grad_tol: float = 1e-10, max_iter: int = 100,
-                    dedup_tol: float = 1e-6, zero_tol: float = 1e-7) -> CriticalPoints:
+                    dedup_tol: float = 1e-6, zero_tol: float = 1e-11) -> CriticalPoints:
     """Newton from every seed (``{source: (n, 2, 4)}``), the converged points (gradient norm <= ``grad_tol``) grouped
     by symmetry class (overlaps within ``dedup_tol`` up to the sign symmetry), each class's Hessian spectrum for the
     full ``d`` (``index``, ``zero_modes`` with multiplicity, ``min_eigenvalue`` off the symmetry directions).
@@ -453,6 +453,15 @@ def geodesic_path(ls: Landscape, A: np.ndarray, B: np.ndarray, n: int = 101) -> 
     return t, ls.excess(unit(pts))
 
 
+def swapped_point(lam: float, *, d: int, L: int, gamma: float, signal: float | None = None) -> dict | None:
+    """The lowest critical point with ``k = ±v*`` at this ``lam`` (Newton from the SPEC 8 seeds): its overlaps, excess,
+    index and kind, or None if Newton finds none."""
+    ls = Landscape(lam, d=d, L=L, gamma=gamma, M=signal_norm(d, signal))
+    t = critical_points(ls, {"spec8": spec8_seeds()}).table
+    t = t[t["label"] == "swapped"]
+    return None if t.empty else t.iloc[0].to_dict()
+
+
 # ----- the slr-landscape app -----------------------------------------------------------------------------------------
 def pgd_end_points(cfg: DictConfig, repeats: int, lam0: float) -> np.ndarray:
     """End points (R, 2, 4) of population PGD with the run's train settings (schedule, lr, dtype, noise, simulator)
@@ -537,19 +546,23 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         count, frac, se, unassigned = basin_table(rows, len(table))
         table["basin_count"], table["basin_fraction"], table["basin_se"] = count, frac, se
         o = overlaps(ends)
+        g = ls.riemannian_gradient(ends)
+        g_end = np.sqrt((g * g).sum(-1))  # how far from converged each run is
         import pandas as pd
 
         basins = pd.DataFrame(dict(repeat=np.arange(len(ends)), **{k: o[:, i] for i, k in enumerate(OVERLAP_NAMES)},
                                    excess=ls.excess(ends), critical_point=rows,
                                    label=[table["label"].iloc[r] if r >= 0 else "unassigned" for r in rows],
-                                   distance=dist))
+                                   distance=dist, grad_norm=g_end))
         basins.to_csv(out / "basins.csv", index=False)
         summary["basins"] = dict(repeats=len(ends), unassigned=unassigned, assign_tol=lc.assign_tol,
                                  max_distance=float(dist[rows >= 0].max()) if (rows >= 0).any() else None,
+                                 median_grad_norm=float(np.median(g_end)),
                                  by_label={lbl: float(frac[table["label"] == lbl].sum()) for lbl in LABELS})
         if unassigned:
             log.warning("%d of %d PGD end points are farther than landscape.assign_tol=%g from every critical point "
-                        "(not converged: more train.steps, or a larger tolerance)", unassigned, len(ends), lc.assign_tol)
+                        "(median gradient norm of the end points %.2g: not converged; more train.steps, or a larger "
+                        "tolerance to take the nearest)", unassigned, len(ends), lc.assign_tol, np.median(g_end))
     table.insert(0, "lam", lam)
     table.to_csv(out / "critical_points.csv", index=False)
     path = _oracle_to_swapped(ls, points, lc.path_points)

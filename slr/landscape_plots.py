@@ -62,6 +62,8 @@ def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | 
         i = int(risk.argmax())
         ax.annotate(f"max {risk[i]:.4g}", (t[i], risk[i]), xytext=(0, 6), textcoords="offset points", fontsize=8,
                     ha="center")
+        if risk.min() > 0 and risk.max() / risk.min() > 100:
+            ax.set_yscale("log")
         ax.set(xlabel="t on the geodesic of the product of spheres (0: oracle, 1: swapped point)",
                ylabel="excess risk (units of Y²)", title="(b) risk on the path oracle → swapped point")
     else:

@@ -339,3 +339,13 @@ def _monomial(y, exps, *wrt):
         if ei:
             out = out * yi**ei
     return out
+
+
+def oracle_asymptotic_excess(d, L: int, gamma: float):
+    """SPEC 8, small-``lam`` asymptotics of the best oracle: ``(4(L-1)/pi)(u* + 1)/d`` with ``u* + ln u* =
+    ln(gamma^2 d/(2(L-1)))``, i.e. ``u* = W(gamma^2 d/(2(L-1)))`` (Lambert W): ``Theta((L-1) ln d / d)``."""
+    from scipy.special import lambertw
+
+    d = np.asarray(d, dtype=float)
+    u = np.real(lambertw(gamma**2 * d / (2.0 * (L - 1))))
+    return 4.0 * (L - 1) / np.pi * (u + 1.0) / d
