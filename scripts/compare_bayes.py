@@ -96,10 +96,10 @@ def asymptotic_references(jobs) -> pd.DataFrame:
             cache[key] = (float(theory.oracle_asymptotic_excess(d, L, gamma)), None if sp is None else sp["excess"])
         law, swapped = cache[key]
         base = dict(j.overrides, job=j.name, se=0.0, source="closed form")
-        rows.append(dict(base, estimator="law", estimator_name="asymptotic law (4(L-1)/π)(u*+1)/d ~ (L-1) ln d/d",
+        rows.append(dict(base, estimator="law", estimator_name="law (4(L-1)/π)(u*+1)/d ~ (L-1) ln d/d",
                          lam=None, value=law))
         if swapped is not None:
-            rows.append(dict(base, estimator="swapped", estimator_name="swapped point k = ±v* (landscape)", lam=lam,
+            rows.append(dict(base, estimator="swapped", estimator_name="swapped point k = ±v*", lam=lam,
                              value=swapped))
     return pd.DataFrame(rows)
 

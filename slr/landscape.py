@@ -512,6 +512,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 
 def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+    import pandas as pd
+
     from slr.train import lam_schedule
 
     tc, lc = cfg.train, cfg.landscape
@@ -548,7 +550,6 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         o = overlaps(ends)
         g = ls.riemannian_gradient(ends)
         g_end = np.sqrt((g * g).sum(-1))  # how far from converged each run is
-        import pandas as pd
 
         basins = pd.DataFrame(dict(repeat=np.arange(len(ends)), **{k: o[:, i] for i, k in enumerate(OVERLAP_NAMES)},
                                    excess=ls.excess(ends), critical_point=rows,

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from slr import theory
 from slr.config import CONF_DIR, ConfigError, check_landscape
 from slr.landscape import (SYMMETRIES, Landscape, assign, basin_table, canonical_sign, critical_points, from_overlaps,
-                           overlaps, run, sphere_seeds, spec8_seeds, unit)
+                           run, sphere_seeds, spec8_seeds, unit)
 
 GAMMA = 0.5**0.5
 ROOT = Path(__file__).resolve().parents[1]
