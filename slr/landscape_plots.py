@@ -114,7 +114,9 @@ def bifurcation_figure(points: pd.DataFrame, basins: pd.DataFrame | None = None,
     _index_colorbar(fig, axes[1], cmap, norm)
     axes[0].set(xscale="log", yscale="log", xlabel="inverse temperature λ", ylabel="excess risk (units of Y²)",
                 title="(a) critical points vs λ (★ minima)")
-    axes[1].set(xscale="log", yscale="symlog", xlabel="inverse temperature λ",
+    axes[1].set_yscale("symlog", linthresh=1.0)
+    axes[1].set_ylim(-0.3, max(2.0, float(points["index"].max())) * 2)
+    axes[1].set(xscale="log", xlabel="inverse temperature λ",
                 ylabel="Hessian index (with multiplicity)", title="(b) index of each family")
     if with_basins:
         ax = axes[2]
