@@ -12,6 +12,11 @@ bilinear, least-squares linear... each as the mean over seeds with its standard 
 with one seed; closed forms are exact and drawn dashed). Panel (b) divides each excess by the Bayes excess where
 that is > 0. Writes ``SWEEP_DIR/figures/compare_bayes.{png,pdf}`` and ``compare_bayes.csv`` and prints the table.
 Further sweep folders contribute their trained predictor only. Failed, running and corrupt jobs are listed and left out.
+
+Asymptotic references (``--asymptotic``; on by itself for a sweep over ``task.d`` at ``predictor.lam=auto``, such as
+``experiment=sweep_d_asymptotic``): the small-lam law of the best oracle ``(4(L-1)/pi)(u*+1)/d ~ (L-1) ln d / d``
+(SPEC 8, ``theory.oracle_asymptotic_excess``) and the excess of the swapped critical point ``k = ±v*`` at each job's
+lam (``slr.landscape.swapped_point``), both exact, drawn dashed.
 """
 from __future__ import annotations
 
@@ -74,6 +79,31 @@ def markers(jobs, x: str | None, curves: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def asymptotic_references(jobs) -> pd.DataFrame:
+    """Rows of :func:`slr.sweep.excess_long` for the asymptotic law and the swapped point, one per finished job."""
+    from slr import theory
+    from slr.landscape import swapped_point
+
+    rows, cache = [], {}
+    for j in jobs:
+        task, lam = j.summary.get("task", {}), j.summary.get("excess", {}).get("oracle", {}).get("lam")
+        if not task or lam is None:
+            continue
+        d, L, gamma = int(task["d"]), int(task["L"]), float(task["gamma"])
+        key = (d, L, gamma, float(task.get("M", 0)), float(lam))
+        if key not in cache:
+            sp = swapped_point(lam, d=d, L=L, gamma=gamma, signal=task.get("M"))
+            cache[key] = (float(theory.oracle_asymptotic_excess(d, L, gamma)), None if sp is None else sp["excess"])
+        law, swapped = cache[key]
+        base = dict(j.overrides, job=j.name, se=0.0, source="closed form")
+        rows.append(dict(base, estimator="law", estimator_name="law (4(L-1)/π)(u*+1)/d ~ (L-1) ln d/d",
+                         lam=None, value=law))
+        if swapped is not None:
+            rows.append(dict(base, estimator="swapped", estimator_name="swapped point k = ±v*", lam=lam,
+                             value=swapped))
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sweep_dir", type=Path)
@@ -81,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--x", help="override to put on the x axis (default: detected)")
     ap.add_argument("--replicate", default=sweep.REPLICATE, help="override whose values are replicates (default: seed)")
     ap.add_argument("--out", type=Path, help="figure folder (default: SWEEP_DIR/figures)")
+    ap.add_argument("--asymptotic", action="store_true", help="add the asymptotic law and the swapped point (default: "
+                    "when the x axis is task.d and every job ran at predictor.lam=auto)")
     args = ap.parse_args(argv)
 
     if not args.sweep_dir.is_dir():
@@ -103,6 +135,9 @@ def main(argv=None) -> int:
     long = pd.concat([sweep.excess_long([j for j in main_jobs if id(j) in finished]),
                       sweep.excess_long([j for j in extra_jobs if id(j) in finished], keys=["trained"])],
                      ignore_index=True)
+    main_done = [j for j in main_jobs if id(j) in finished]
+    if args.asymptotic or (x == "task.d" and all(j.summary.get("lam_auto") for j in main_done)):
+        long = pd.concat([long, asymptotic_references(main_done)], ignore_index=True)
     for g in [x, *groups]:
         if g and g not in long:
             long[g] = None

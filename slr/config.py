@@ -39,10 +39,11 @@ class TaskConfig:
 
 @dataclass
 class PredictorConfig:
-    """The trained predictor (SPEC 2): erf or softmax attention with inverse temperature ``lam`` (its initial value)."""
+    """The trained predictor (SPEC 2): erf or softmax attention with inverse temperature ``lam`` (its initial value);
+    ``lam: auto`` is the oracle's best ``lam`` for the task (``theory.best_oracle_lam``, erf only)."""
 
     name: str = "erf"
-    lam: float = 1.0
+    lam: Any = 1.0  # a number > 0, or "auto" (checked by check(); OmegaConf has no float-or-string type)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainConfig:
     schedule_rate: float = 1e-4
     log_every: int = 50
     simulator: str = "full"  # full | reduced
+    lr_scale: str = "none"  # none | d: the learning rate used is train.lr / d (the risk's curvature grows like d)
 
 
 @dataclass
@@ -79,6 +81,8 @@ class PGDConfig(TrainConfig):
 
     algo: str = "pgd"
     simulator: str = "reduced"
+    dtype: str = "float64"  # float32: state and step in single precision (numpy path)
+    noise: float = 0.0  # standard deviation per coordinate of R^d of a Gaussian added to every step (numpy path)
 
 
 @dataclass
@@ -126,6 +130,37 @@ class Config:
     figures: bool = True
 
 
+@dataclass
+class LandscapeConfig:
+    """``slr-landscape`` (SPEC 8): Newton starts, tolerances, and the PGD runs whose end points are assigned to basins."""
+
+    starts: int = 256  # Newton from points uniform on S^3 x S^3 (the reduced coordinates)
+    pgd_starts: int = 32  # Newton also from the end points of this many PGD runs (train settings) when basin_repeats=0
+    basin_repeats: int = 0  # PGD runs from train.init whose end points are assigned to critical points (0: no basins)
+    newton_iter: int = 100
+    grad_tol: float = 1e-10  # a point is critical once its Riemannian gradient norm is at most this
+    dedup_tol: float = 1e-6  # points whose overlaps agree to this, up to the symmetries, are one
+    zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
+    assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
+    path_points: int = 101  # points on the geodesic from the oracle to the swapped point
+
+
+@dataclass
+class LandscapeAppConfig:
+    """The primary config of ``slr-landscape``: slr's task, predictor and train (pgd) groups and its own landscape group."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    train: Any = MISSING
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # not used; present so that every slr preset composes
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    name: str = "landscape"
+    figures: bool = True
+
+
 TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
 
 
@@ -139,6 +174,8 @@ def register() -> None:
     cs.store(name="predictor_schema", node=PredictorConfig)
     for name, schema in TRAIN_SCHEMAS.items():
         cs.store(name=f"train_{name}_schema", node=schema)
+    cs.store(name="landscape_app_schema", node=LandscapeAppConfig)
+    cs.store(name="landscape_schema", node=LandscapeConfig)
 
 
 def checkout_root(start: Path | None = None) -> Path | None:
@@ -244,7 +281,8 @@ def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
             raise ConfigError(f"{prefix}{key}", node[key], f"absent: {schema.__name__} has no such field "
                               f"(known: {', '.join(names)})")
         sub = names[key].type
-        sub = {"TaskConfig": TaskConfig, "PredictorConfig": PredictorConfig, "EvalConfig": EvalConfig}.get(sub, sub)
+        sub = {"TaskConfig": TaskConfig, "PredictorConfig": PredictorConfig, "EvalConfig": EvalConfig,
+               "LandscapeConfig": LandscapeConfig}.get(sub, sub)
         if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(node[key], DictConfig):
             _unknown_keys(node[key], sub, f"{prefix}{key}.")
 
@@ -271,7 +309,12 @@ def check(cfg: DictConfig) -> None:
             what="a finite number > 0, or null for the paper's sqrt(d/2)")
     _choice(cfg, "task.axes", ("random", "fixed"))
     _choice(cfg, "predictor.name", ("erf", "softmax"))
-    _number(cfg, "predictor.lam", low=0, low_open=True)
+    if OmegaConf.select(cfg, "predictor.lam") == "auto":
+        if cfg.predictor.name != "erf":
+            raise ConfigError("predictor.lam", "auto", "a number > 0 with softmax attention: lam=auto is the best lam "
+                              "of the erf oracle (theory.best_oracle_lam), which has no softmax counterpart")
+    else:
+        _number(cfg, "predictor.lam", low=0, low_open=True, what="a finite number > 0, or auto (the erf oracle's best lam)")
     _number(cfg, "train.steps", low=0, integer=True)
     _number(cfg, "train.lr", low=0, low_open=True)
     _number(cfg, "train.repeats", low=1, integer=True)
@@ -280,6 +323,9 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "train.init", tuple(INITS))
     _choice(cfg, "train.lam_schedule", ("constant", "inverse"))
     _choice(cfg, "train.simulator", ("full", "reduced"))
+    _choice(cfg, "train.lr_scale", ("none", "d"))
+    if "noise" in cfg.train:
+        _number(cfg, "train.noise", low=0)
     for key in ("batch_size", "n_train"):
         if key in cfg.train:
             _number(cfg, f"train.{key}", low=1, integer=True)
@@ -316,6 +362,50 @@ def check(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError("device", cfg.device, "cpu, or a cuda device that this machine has "
                               f"(cuda available: {torch.cuda.is_available()})")
+
+
+def check_landscape(cfg: DictConfig) -> None:
+    """:func:`check` for ``slr-landscape``: its task, predictor and train fields as slr's (train must be pgd), then the
+    landscape group's ranges."""
+    algo = OmegaConf.select(cfg, "train.algo")
+    if algo != "pgd":
+        raise ConfigError("train", algo, "pgd with slr-landscape: basins are those of population PGD on the closed-form "
+                          "risk (choose a preset or overrides with train=pgd)")
+    _unknown_keys(cfg, LandscapeAppConfig, "")
+    check(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "landscape"]))
+    for key in ("starts", "pgd_starts", "basin_repeats"):
+        _number(cfg, f"landscape.{key}", low=0, integer=True)
+    _number(cfg, "landscape.newton_iter", low=1, integer=True)
+    _number(cfg, "landscape.path_points", low=2, integer=True)
+    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol"):
+        _number(cfg, f"landscape.{key}", low=0, low_open=True)
+
+
+class ValidateLandscape(Validate):
+    """:class:`Validate` for ``slr-landscape`` (``slr/conf/slr_landscape.yaml``)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            check_landscape(job_cfg)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            sys.exit(2)
+
+
+def initial_lam(cfg: DictConfig, d: int, L: int, gamma: float, signal: float | None) -> float:
+    """The run's ``lam`` (its initial value under a schedule): ``predictor.lam``, or for ``auto`` the erf oracle's
+    best ``lam`` for the task (``theory.best_oracle_lam``)."""
+    if cfg.predictor.lam == "auto":
+        from slr.theory import best_oracle_lam
+
+        return best_oracle_lam(d=d, L=L, gamma=gamma, signal=signal)[0]
+    return float(cfg.predictor.lam)
+
+
+def learning_rate(cfg: DictConfig, d: int) -> float:
+    """The step size used: ``train.lr``, divided by ``d`` with ``train.lr_scale=d``."""
+    return cfg.train.lr / d if cfg.train.get("lr_scale", "none") == "d" else cfg.train.lr
 
 
 def digest(cfg: DictConfig) -> str:

@@ -20,14 +20,14 @@ import torch
 from omegaconf import DictConfig
 
 from slr import evaluate, theory
-from slr.config import CONF_DIR, ConfigError, check, digest
+from slr.config import CONF_DIR, ConfigError, check, digest, initial_lam, learning_rate
 from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, underflowed_log10, write_json
 from slr.reduced import ReducedTask
 from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
 from slr.seeding import numpy_generator, torch_generator
 from slr.task import Task
-from slr.train import (ERM, INITS, OVERLAPS, Algorithm, Frozen, FullSGD, PopulationPGD, ReducedSGD, embed,
-                       lam_schedule, train)
+from slr.train import (ERM, INITS, OVERLAPS, Algorithm, Frozen, FullSGD, ReducedSGD, embed, lam_schedule,
+                       population_pgd, train)
 
 log = logging.getLogger("slr")
 
@@ -41,8 +41,9 @@ def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
     kind, tc = ATTENTION_KINDS[cfg.predictor.name], cfg.train
     gen = torch_generator(cfg.seed, "train", task.device)
     if tc.simulator == "reduced":
-        return ReducedSGD(task, kind, C0, lr=tc.lr, batch_size=tc.batch_size, projected=tc.projected, generator=gen)
-    return FullSGD(task, kind, embed(C0, task, init_rng), lr=tc.lr, batch_size=tc.batch_size,
+        return ReducedSGD(task, kind, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
+                          projected=tc.projected, generator=gen)
+    return FullSGD(task, kind, embed(C0, task, init_rng), lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
                    projected=tc.projected, generator=gen, dtype=_dtype(cfg))
 
 
@@ -52,13 +53,15 @@ def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
         eval_task, KV0 = ReducedTask.of(task, 4), C0
     else:
         eval_task, KV0 = task, embed(C0, task, init_rng).numpy()
-    return PopulationPGD(eval_task, KV0, lr=tc.lr, M=task.M, L=task.L, gamma=task.gamma)
+    # float64 without noise: PopulationPGD; float32 or noise > 0: PerturbedPGD (numpy), noise from the train stream
+    return population_pgd(eval_task, KV0, lr=learning_rate(cfg, task.d), M=task.M, L=task.L, gamma=task.gamma,
+                          d=task.d, dtype=tc.dtype, noise=tc.noise, rng=numpy_generator(cfg.seed, "train"))
 
 
 def build_erm(cfg, task, C0, init_rng) -> Algorithm:
     tc = cfg.train
-    return ERM(task, ATTENTION_KINDS[cfg.predictor.name], embed(C0, task, init_rng), lr=tc.lr, n_train=tc.n_train,
-               projected=tc.projected, optimizer=tc.optimizer,
+    return ERM(task, ATTENTION_KINDS[cfg.predictor.name], embed(C0, task, init_rng), lr=learning_rate(cfg, task.d),
+               n_train=tc.n_train, projected=tc.projected, optimizer=tc.optimizer,
                generator=torch_generator(cfg.seed, "train", task.device), dtype=_dtype(cfg))
 
 
@@ -275,7 +278,9 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     init_rng = numpy_generator(cfg.seed, "init")
     C0 = INITS[tc.init](tc.repeats, task.d, init_rng)
     algo = BUILDERS[tc.algo](cfg, task, C0, init_rng)
-    schedule = lam_schedule(tc.lam_schedule, cfg.predictor.lam, tc.schedule_rate)
+    lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
+    summary["lam"], summary["lam_auto"] = lam0, cfg.predictor.lam == "auto"  # auto: theory.best_oracle_lam
+    schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
     log.info("%s | %s, %s attention, %s simulator, %d repeats x %d steps -> %s", cfg.name, task, cfg.predictor.name,
              tc.simulator, tc.repeats, tc.steps, out)
 
@@ -288,7 +293,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
 
     o = algo.overlaps()
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
-                              steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
+                              steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
+                              lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
                               diverged_at=hist.diverged_at)
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = ("task", "init", "train", "log", "eval")
+STREAMS = ("task", "init", "train", "log", "eval", "landscape")
 
 
 def stream_seed(seed: int, stream: str) -> int:

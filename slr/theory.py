@@ -233,3 +233,124 @@ class ErfRiskGradient:
         R_r = (EA2_r - 2.0 * EAW_r + cross * (EA + rho * EA_r)
                + 2.0 * (L - 1) * rho * (self.beta2 + (L - 2) * self.beta1**2))
         return R_k, R_n, R_t, R_e, R_r
+
+
+def erf_derivative(n: int, x):
+    """``erf^(n)(x)``: ``erf`` for ``n = 0``, else ``(-1)^(n-1) (2/sqrt(pi)) H_(n-1)(x) exp(-x^2)`` (Hermite ``H``)."""
+    x = np.asarray(x, dtype=float)
+    if n == 0:
+        return erf(x)
+    h_prev, h = np.zeros_like(x), np.ones_like(x)  # H_{-1} = 0, H_0 = 1; H_{j+1} = 2x H_j - 2j H_{j-1}
+    for j in range(n - 1):
+        h_prev, h = h, 2.0 * x * h - 2.0 * j * h_prev
+    return (-1.0) ** (n - 1) * TWO_OVER_SQRT_PI * h * np.exp(-x * x)
+
+
+def zeta_derivative(n: int, t, g):
+    """``d^n zeta(t, g) / dt^n``: Owen's T for ``n = 0``; for ``n >= 1`` the Leibniz rule on ``zeta_t = (2/p) erf(t/(pq))
+    erf'(t/p)`` (SPEC 3): ``(2/p) sum_j C(n-1, j) erf^(j)(t/(pq)) erf^(n-j)(t/p) / ((pq)^j p^(n-1-j))``."""
+    if n == 0:
+        return zeta(t, g)
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    return 2.0 / p * sum(math.comb(n - 1, j) * erf_derivative(j, t / (p * q)) * erf_derivative(n - j, t / p)
+                         / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
+
+
+class ErfRiskJet:
+    """Value, gradient and Hessian of the unit-norm erf-attention excess ``R(kappa, nu, theta, eta, rho)`` in the five
+    overlaps, at fixed ``lam`` (SPEC 3; the second partials ``H_k``, ``H_v``, ``H_kv`` of SPEC 8).
+
+    Expanding the moments of SPEC 3, ``R`` is a sum of monomials in ``(nu, theta, eta, rho)`` times functions of
+    ``kappa`` alone (``c = lam M kappa``, ``u = c/p``, ``gs = gamma^2 lam``, ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
+    ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))``, ``Z_j = d^j zeta(c, lam gamma)/dc^j``, ``E_j = erf^(j)(u)``):
+
+    ``R = gamma^2 + (L-1) zeta(0, lam) + (M^2 theta^2 + gamma^2) Z_0 + 2 M gs theta rho Z_1 + gs^2 rho^2 Z_2
+    - 2 gamma^2 nu E_0 - 2 (gs M/p) theta eta E_1 - 2 (gs^2/p^2) eta rho E_2
+    + 2 (L-1) beta1 (M theta rho E_0 + (gs/p) rho^2 E_1) + (L-1) (beta2 + (L-2) beta1^2) rho^2``,
+
+    so every partial derivative is exact: ``d E_j/d kappa = (lam M/p) E_(j+1)``, ``d Z_j/d kappa = lam M Z_(j+1)``.
+    Broadcasts over its array arguments; returns arrays (..., ), (..., 5), (..., 5, 5) in the order of the overlaps.
+    """
+
+    VARIABLES = ("kappa", "nu", "theta", "eta", "rho")
+
+    def __init__(self, lam: float, *, M: float, L: int, gamma: float):
+        s = lam * gamma
+        self.lam, self.M, self.L, self.gamma = float(lam), float(M), int(L), float(gamma)
+        self.p = p = math.sqrt(1.0 + 2.0 * s * s)
+        gs = gamma * s
+        beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))
+        beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
+        self.constant = gamma**2 + (L - 1) * float(zeta(0.0, lam))
+        # (coefficient, exponents of (nu, theta, eta, rho), function of kappa: ("Z"|"E"|"1", order))
+        self.terms = [
+            (M * M, (0, 2, 0, 0), ("Z", 0)), (gamma**2, (0, 0, 0, 0), ("Z", 0)),
+            (2.0 * M * gs, (0, 1, 0, 1), ("Z", 1)), (gs * gs, (0, 0, 0, 2), ("Z", 2)),
+            (-2.0 * gamma**2, (1, 0, 0, 0), ("E", 0)), (-2.0 * gs * M / p, (0, 1, 1, 0), ("E", 1)),
+            (-2.0 * gs * gs / p**2, (0, 0, 1, 1), ("E", 2)),
+            (2.0 * (L - 1) * beta1 * M, (0, 1, 0, 1), ("E", 0)), (2.0 * (L - 1) * beta1 * gs / p, (0, 0, 0, 2), ("E", 1)),
+            ((L - 1) * (beta2 + (L - 2) * beta1**2), (0, 0, 0, 2), ("1", 0)),
+        ]
+
+    def _kappa_functions(self, kappa: np.ndarray) -> dict:
+        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use."""
+        lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
+        c = lam * M * kappa
+        E = [erf_derivative(j, c / p) for j in range(5)]
+        Z = [zeta_derivative(j, c, s) for j in range(5)]
+        out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)]}
+        for j in range(3):
+            out[("E", j)] = [E[j], (lam * M / p) * E[j + 1], (lam * M / p) ** 2 * E[j + 2]]
+            out[("Z", j)] = [Z[j], lam * M * Z[j + 1], (lam * M) ** 2 * Z[j + 2]]
+        return out
+
+    def __call__(self, kappa, nu, theta, eta, rho):
+        """``(R, grad, hess)``: the excess, its 5 partial derivatives and its 5x5 matrix of second partials."""
+        kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
+        y = (nu, theta, eta, rho)  # the monomials' variables, overlap indices 1..4
+        F = self._kappa_functions(kappa)
+        value = np.full(kappa.shape, self.constant)
+        grad = np.zeros((*kappa.shape, 5))
+        hess = np.zeros((*kappa.shape, 5, 5))
+        for coef, exps, fn in self.terms:
+            f0, f1, f2 = F[fn]
+            m0 = coef * _monomial(y, exps)
+            value = value + m0 * f0
+            grad[..., 0] += m0 * f1
+            hess[..., 0, 0] += m0 * f2
+            for i in range(4):
+                if exps[i] == 0:
+                    continue
+                mi = coef * _monomial(y, exps, i)
+                grad[..., i + 1] += mi * f0
+                hess[..., 0, i + 1] += mi * f1
+                hess[..., i + 1, 0] += mi * f1
+                for j in range(4):
+                    if exps[j] - (i == j) > 0:
+                        hess[..., i + 1, j + 1] += coef * _monomial(y, exps, i, j) * f0
+        return value, grad, hess
+
+
+def _monomial(y, exps, *wrt):
+    """``prod y_i^e_i`` differentiated once in each variable index of ``wrt``."""
+    e = list(exps)
+    factor = 1.0
+    for i in wrt:
+        factor *= e[i]
+        e[i] -= 1
+    out = factor * np.ones_like(y[0])
+    for yi, ei in zip(y, e):
+        if ei:
+            out = out * yi**ei
+    return out
+
+
+def oracle_asymptotic_excess(d, L: int, gamma: float):
+    """SPEC 8, small-``lam`` asymptotics of the best oracle: ``(4(L-1)/pi)(u* + 1)/d`` with ``u* + ln u* =
+    ln(gamma^2 d/(2(L-1)))``, i.e. ``u* = W(gamma^2 d/(2(L-1)))`` (Lambert W): ``Theta((L-1) ln d / d)``."""
+    from scipy.special import lambertw
+
+    d = np.asarray(d, dtype=float)
+    u = np.real(lambertw(gamma**2 * d / (2.0 * (L - 1))))
+    return 4.0 * (L - 1) / np.pi * (u + 1.0) / d

@@ -344,6 +344,71 @@ class PopulationPGD(Algorithm):
         self.KV = retract(self.KV, G, self.lr, True)
 
 
+class PerturbedPGD(PopulationPGD):
+    """Population PGD in float32 and/or with an isotropic Gaussian perturbation of every step (numpy only; the
+    float64, noise-free PGD is :class:`PopulationPGD`, whose numbers this class never changes).
+
+    One step: ``k <- (k - lr P_k grad_k R + noise xi_k) / ||.||`` (same for ``v``), ``xi_k``, ``xi_v`` independent
+    ``N(0, I_d)``: ``noise`` is the standard deviation per coordinate of ``R^d``. In the reduced coordinates
+    (``D = 4``) this is exact in distribution: ``xi`` has 4 Gaussian coordinates on ``(k*, v*, e3, e4)`` and a part
+    orthogonal to them whose two vectors (for ``k`` and ``v``) enter only through their Gram matrix
+    ``noise^2 Wishart_2(d - 4, I)``, drawn by the Bartlett decomposition and folded into new canonical coordinates
+    (:func:`canonical`), as in the reduced SGD (SPEC 6). ``dtype=float32`` keeps the state and the whole step in
+    single precision (the rounding of the full simulator then lands in all ``d`` coordinates, that of the reduced one
+    in 4: the two float32 simulators are not equal in distribution).
+    """
+
+    def __init__(self, eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float, d: int,
+                 dtype: str = "float64", noise: float = 0.0, rng: np.random.Generator | None = None):
+        super().__init__(eval_task, KV0, lr=lr, M=M, L=L, gamma=gamma)
+        self.dtype, self.noise, self.d, self.rng = np.dtype(dtype), float(noise), int(d), rng
+        self.reduced = isinstance(eval_task, ReducedTask)
+        if self.noise > 0 and rng is None:
+            raise ValueError("PerturbedPGD with noise > 0 needs a random generator")
+        if self.reduced and self.noise > 0 and self.d < 5:
+            raise ValueError(f"the reduced noisy PGD needs d >= 5, got d={self.d}")
+        self.KV = self.KV.astype(self.dtype)
+        self.ks, self.vs = self.ks.astype(self.dtype), self.vs.astype(self.dtype)
+
+    def vectors(self) -> np.ndarray:
+        return self.KV.astype(np.float64)
+
+    def step(self, lam: float) -> None:
+        if self._grad is None or self._grad.lam != lam:
+            self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma)
+        f = self.dtype.type
+        k, v, ks, vs = self.KV[:, 0], self.KV[:, 1], self.ks, self.vs
+        Rk, Rn, Rt, Re, Rr = (np.asarray(x, dtype=self.dtype)
+                              for x in self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1)))
+        G = np.empty_like(self.KV)
+        G[:, 0] = Rk[:, None] * ks + Re[:, None] * vs + Rr[:, None] * v
+        G[:, 1] = Rn[:, None] * vs + Rt[:, None] * ks + Rr[:, None] * k
+        if self.noise == 0:
+            self.KV = retract(self.KV, G, f(self.lr), True)
+            return
+        N = self.KV - f(self.lr) * (G - (self.KV * G).sum(-1)[..., None] * self.KV)  # the step before the projection
+        R = len(N)
+        N = N + (self.noise * self.rng.standard_normal(N.shape)).astype(self.dtype)  # in-span (or all d) coordinates
+        if not self.reduced:
+            self.KV = N / np.sqrt((N * N).sum(-1))[..., None]
+            return
+        A = np.zeros((R, 2, 2))  # Bartlett factor of Wishart_2(d - 4, I): the out-of-span parts of xi_k, xi_v
+        A[:, 0, 0] = np.sqrt(self.rng.chisquare(self.d - 4, R))
+        A[:, 1, 0] = self.rng.standard_normal(R)
+        if self.d > 5:
+            A[:, 1, 1] = np.sqrt(self.rng.chisquare(self.d - 5, R))
+        self.KV = canonical(N.astype(np.float64), self.noise * A, normalise=True).astype(self.dtype)
+
+
+def population_pgd(eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float, d: int,
+                   dtype: str = "float64", noise: float = 0.0, rng: np.random.Generator | None = None) -> PopulationPGD:
+    """The PGD for these settings: :class:`PopulationPGD` for float64 without noise (the path a compiled step can
+    serve), :class:`PerturbedPGD` (numpy) for ``dtype=float32`` or ``noise > 0``."""
+    if dtype == "float64" and noise == 0:
+        return PopulationPGD(eval_task, KV0, lr=lr, M=M, L=L, gamma=gamma)
+    return PerturbedPGD(eval_task, KV0, lr=lr, M=M, L=L, gamma=gamma, d=d, dtype=dtype, noise=noise, rng=rng)
+
+
 class Frozen(Algorithm):
     """No training: the predictor stays at its initialisation (``train=none``)."""
 

@@ -89,6 +89,13 @@ REFUSED_BY_CHECK = [
     (["eval.simulator=reduced", "task.d=3"], "task.d"),
     (["train=erm", "train.simulator=reduced"], "train.simulator"),
     (["train=none", "train.steps=5"], "train.steps"),
+    # PGD precision and noise, lam=auto, lr_scale (issue 14)
+    (["train=pgd", "train.noise=-0.1"], "train.noise"),
+    (["train=pgd", "train.noise=inf"], "train.noise"),
+    (["train=pgd", "train.dtype=float16"], "train.dtype"),
+    (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),  # best_oracle_lam is the erf oracle's
+    (["predictor.lam=abc"], "predictor.lam"),
+    (["train.lr_scale=sqrt"], "train.lr_scale"),
 ]
 
 
@@ -111,7 +118,8 @@ SMALLEST_ALLOWED = [["task.d=2"], ["task.d=3"], ["task.d=2", "train=erm"],
                     ["task.d=2", "train=pgd", "train.simulator=full"], ["task.d=5", "train.simulator=reduced"],
                     ["task.d=5", "train=pgd"], ["task.L=1"], ["task.eps=0"], ["train.steps=0"], ["train.repeats=1"],
                     ["train.log_every=1"], ["train=erm", "train.n_train=1"], ["eval.n_test=2"],
-                    ["train=sgd", "train.batch_size=1"], ["train=none", "train.steps=0"]]
+                    ["train=sgd", "train.batch_size=1"], ["train=none", "train.steps=0"], ["train=pgd", "train.noise=0"],
+                    ["predictor.lam=auto"]]
 
 
 @pytest.mark.parametrize("overrides", SMALLEST_ALLOWED, ids=[" ".join(o) for o in SMALLEST_ALLOWED])
@@ -193,6 +201,8 @@ CLI_CASES = {  # name: (overrides, the field the message must name)
     "wrong_type": (["task.d=abc"], "task.d"),
     "unknown_preset": (["experiment=nope"], "experiment/nope"),
     "unknown_launcher": (["hydra/launcher=bogus"], "hydra/launcher/bogus"),
+    "lam_auto_softmax": (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),
+    "pgd_noise": (["train=pgd", "train.noise=-1"], "train.noise"),
 }
 
 
@@ -235,7 +245,7 @@ def test_cli_refuses_with_a_paragraph_and_no_traceback(cli, name):
     assert r["rc"] != 0
     assert field in r["err"]
     assert "Traceback" not in r["err"] + r["out"]
-    if name in ("check", "check_combination", "plus_unknown_key"):  # refused by check()
+    if name in ("check", "check_combination", "plus_unknown_key", "lam_auto_softmax", "pgd_noise"):  # by check()
         assert r["rc"] == 2
         assert r["err"].strip().startswith("Invalid configuration:") and r["err"].strip().count("\n") == 0
 
