@@ -129,7 +129,7 @@ def test_noisy_pgd_reduced_and_full_agree_in_distribution():
                                                    (400, 3, 0.5, 5.0, "pgd"), (40, 4, 0.8, None, "sgd")])
 def test_lam_auto_is_the_best_oracle_lam(make_cfg, tmp_path, d, L, gamma, signal, algo):
     cfg = make_cfg(*TINY, f"train={algo}", f"task.d={d}", f"task.L={L}", f"task.gamma={gamma}",
-                   f"task.signal={'null' if signal is None else signal}", "predictor.lam=auto", "train.steps=20",
+                   f"task.signal={'null' if signal is None else signal}", "predictor.lam=auto", "train.lam_schedule=constant", "train.steps=20",
                    "train.log_every=10")
     summary = run(cfg, out_dir=tmp_path)
     best = theory.best_oracle_lam(d=d, L=L, gamma=gamma, signal=signal)[0]
