@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 METRIC_COLUMNS = ("step", "repeat", "lam", "kappa", "nu", "theta", "eta", "rho", "norm_k", "norm_v", "dist_to_M",
                   "excess", "test_excess", "train_loss")
@@ -122,8 +121,10 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def read_metrics(path: Path) -> pd.DataFrame:
+def read_metrics(path: Path):
     """``metrics.csv`` as a DataFrame; a last line cut short by an interruption is dropped."""
+    import pandas as pd
+
     text = Path(path).read_text()
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
