@@ -40,8 +40,8 @@ def shared_projection(X: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     matrix product (n L, d) @ (d, P m) instead of a broadcast that copies ``X`` once per repeat: (P..., n, L, m)."""
     n, L, d = X.shape
     batch, m = U.shape[:-2], U.shape[-1]
-    out = X.reshape(n * L, d) @ U.movedim(-2, 0).reshape(d, -1)  # (n L, P m)
-    return out.reshape(n, L, *batch, m).movedim((0, 1), (-3, -2))
+    out = U.transpose(-1, -2).reshape(-1, d) @ X.reshape(n * L, d).T  # (P m, n L)
+    return out.reshape(*batch, m, n, L).movedim(-3, -1)  # each projection's (n, L) block stays contiguous
 
 
 def square_norms(X) -> torch.Tensor:

@@ -137,16 +137,31 @@ def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
 
 def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None,
                     bounds: tuple[float, float] = (1e-4, 1e3)) -> tuple[float, float]:
-    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam`` (bounded search on ``log lam``)."""
-    from scipy.optimize import minimize_scalar
-
+    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam``: the best of a log grid, then a golden-section
+    search on ``log lam`` between its neighbours (to 1e-10; no scipy.optimize, whose import costs a short job
+    more than the search)."""
     grid = np.geomspace(*bounds, 400)
     values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
     i = int(np.argmin(values))
-    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
-    res = minimize_scalar(lambda x: float(oracle_excess(np.exp(x), d=d, L=L, gamma=gamma, signal=signal)),
-                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return float(np.exp(res.x)), max(float(res.fun), 0.0)  # L=1: zero up to rounding
+    a, b = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
+
+    def f(x: float) -> float:
+        return float(oracle_excess(math.exp(x), d=d, L=L, gamma=gamma, signal=signal))
+
+    r = (math.sqrt(5.0) - 1.0) / 2.0
+    c, e = b - r * (b - a), a + r * (b - a)
+    fc, fe = f(c), f(e)
+    while b - a > 1e-10:
+        if fc < fe:
+            b, e, fe = e, c, fc
+            c = b - r * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, e, fe
+            e = a + r * (b - a)
+            fe = f(e)
+    x = (a + b) / 2.0
+    return math.exp(x), max(f(x), 0.0)  # L=1: zero up to rounding
 
 
 def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
