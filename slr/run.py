@@ -13,7 +13,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import hydra
@@ -21,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from slr.config import CONF_DIR, ConfigError, check, digest, figure_formats
-from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, underflowed_log10, write_json
+from slr.io import MetricsWriter, read_json, underflowed_log10, write_json
 
 if TYPE_CHECKING:  # the job's modules import torch (~1.5 s): run() imports them, so that --help, a refused
     from slr.task import Task  # config and slr-report start without them

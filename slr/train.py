@@ -465,7 +465,9 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
     ``EXPLODED_NORM`` (checked after every step when the state is on the CPU, for a few microseconds a step; at
     the logged steps for a state on a GPU, to keep the device asynchronous), or at a logged step whose numbers for it
     are non-finite or whose norms reach ``EXPLODED_NORM``. Its rows logged before stay, the other repeats go on,
-    and the loop stops early when no repeat is left.
+    and the loop stops early when no repeat is left. An algorithm with a compiled kernel (``algo.kernel ==
+    "compiled"``) runs the steps between two logged steps in one :meth:`Algorithm.advance` call, which does the
+    same per-step check: the rows and the divergence steps are those of the step-by-step loop.
     """
     from tqdm.auto import tqdm
 
