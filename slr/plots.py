@@ -156,8 +156,10 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
             ok = np.isfinite(k) & np.isfinite(v)
             ax.plot(k[ok], v[ok], color="0.7", lw=0.8, zorder=1)
             sc = ax.scatter(k[ok], v[ok], c=x[ok], cmap="viridis", norm=norm, s=9, zorder=2, linewidths=0)
-            if ok.any():
-                ax.annotate(f"#{r}", (k[ok][-1], v[ok][-1]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            if ok.any():  # the label inside the panel (the colour bar is on its right)
+                right = k[ok][-1] > 0.7
+                ax.annotate(f"#{r}", (k[ok][-1], v[ok][-1]), fontsize=8, xytext=(-3 if right else 3, 3),
+                            textcoords="offset points", ha="right" if right else "left")
         if shown:
             fig.colorbar(sc, cax=ax.inset_axes([1.04, 0.0, 0.045, 1.0]), label="step")  # follows the square panel
         ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="κ = <k,k*>", ylabel="ν = <v,v*>")
