@@ -301,7 +301,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     o = algo.overlaps()
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
                               steps_done=hist.steps_done, lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
-                              diverged_at=hist.diverged_at, kernel=algo.kernel)
+                              diverged_at=hist.diverged_at, kernel=getattr(algo, "kernel", None))
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
     summary["final_overlaps"] = dict(per_repeat=per,

@@ -495,7 +495,7 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
-            if algo.kernel == "compiled":  # the steps up to the next logged one in one call, same checks in C
+            if getattr(algo, "kernel", None) == "compiled":  # to the next logged step in one call, same checks in C
                 n = min(log_every - t % log_every, steps - t)
                 t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
                 bad = at >= 0
