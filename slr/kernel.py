@@ -136,9 +136,15 @@ def pgd_step():
         return None
     from scipy.special import cython_special
 
-    capi = cython_special.__pyx_capi__
+    try:  # scipy's scalar functions, as the numpy step calls them (the names are those of scipy 1.17)
+        capi = cython_special.__pyx_capi__
+        owens_t, erf = _capsule_address(capi["owens_t"]), _capsule_address(capi["__pyx_fuse_1erf"])
+    except (AttributeError, KeyError, ValueError) as err:
+        log.warning("scipy %s does not expose owens_t and erf to C as expected, so the population PGD runs its "
+                    "numpy step. Reason: %r", getattr(__import__("scipy"), "__version__", "?"), err)
+        return None
     fn = lib.slr_pgd
     fn.restype = ctypes.c_long
     fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] + [ctypes.c_double] * 3 + [ctypes.c_int]
                    + [ctypes.c_void_p] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_double])
-    return fn, _capsule_address(capi["owens_t"]), _capsule_address(capi["__pyx_fuse_1erf"])
+    return fn, owens_t, erf

@@ -265,3 +265,14 @@ def test_exploded_norm_is_the_kernels_threshold():
                       batch_size=2, projected=False, generator=torch_generator(0, "train"), kernel=True)
     t, at = algo.advance(10, np.ones(5))
     assert t == 11 and (at == 11).all() and np.isnan(algo.KV).all()
+
+
+def test_without_scipys_c_functions_pgd_runs_its_numpy_step(fresh_kernel, monkeypatch, caplog):
+    from scipy.special import cython_special
+
+    monkeypatch.setattr(cython_special, "__pyx_capi__", {})
+    task = Task(30, 4, 0.7, seed=0)
+    with caplog.at_level(logging.WARNING, logger="slr.kernel"):
+        pgd = PopulationPGD(ReducedTask.of(task, 4), init_sphere(3, 30, numpy_generator(0, "init")), lr=1e-2,
+                            M=task.M, L=4, gamma=0.7)
+    assert pgd.kernel == "numpy" and "owens_t" in caplog.text
