@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         fig, _ = excess_vs_parameter(curves, x, reference=reference, title=title, vlines=markers(done, x, curves))
     else:
         fig, _ = excess_bars(curves, reference=reference, title=title)
-    paths = save(fig, out / "compare_bayes")
+    paths = save(fig, out / "compare_bayes", ("png", "pdf"))
     cols = [c for c in ["label", "estimator", "estimator_name", x, *groups, "value", "se", "n", "lam", "source",
                         "ratio", "ratio_se"] if c and c in curves]
     curves[cols].to_csv(out / "compare_bayes.csv", index=False)

@@ -6,7 +6,8 @@
     python scripts/reproduce_paper.py -- train.repeats=5 train.steps=2000   # extra overrides for every job
 
 Runs ``python -m slr -m experiment=... hydra/launcher=joblib`` into ``outputs/paper/<date>_<time>/``, copies
-each job's four-panel figure to ``<sweep>/figures/<preset>.{png,pdf}``, and prints per experiment the final
+each job's four-panel figure to ``<sweep>/figures/<preset>.png`` (and ``.pdf`` with ``-- figures.pdf=true``), and
+prints per experiment the final
 medians of |kappa|, |nu|, the excess risk and the distance to the manifold, how many repeats aligned
 (|kappa| and |nu| >= 0.9), how many ended with k on v* instead (|eta| = |<k,v*>| >= 0.9: at small lam the erf is
 nearly linear and the risk nearly symmetric in k and v) and the job's wall time; the table is also written to ``<sweep>/paper.csv``.

@@ -127,7 +127,8 @@ class Config:
     threads: int = 1  # torch CPU threads per job (sweeps parallelise across jobs)
     name: str = "default"  # a label written to summary.json (experiment presets set it)
     resume: bool = False  # multirun: skip jobs whose folder already holds the same finished run
-    figures: bool = True
+    # figures=false: none; figures=true or the default: PNG; figures.pdf=true: a PDF of each figure as well
+    figures: Any = field(default_factory=lambda: {"pdf": False})
 
 
 @dataclass
@@ -162,6 +163,17 @@ class LandscapeAppConfig:
 
 
 TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
+INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.train.INITS (checked by a test), here so that
+# validating a config does not import torch
+
+
+def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
+    """The file formats of a run's figures: none with ``figures=false``, PNG by default (and with
+    ``figures=true``), PNG and PDF with ``figures.pdf=true``."""
+    fig = cfg.get("figures", True)
+    if fig is False:
+        return ()
+    return ("png", "pdf") if isinstance(fig, DictConfig) and fig.get("pdf") is True else ("png",)
 
 
 def register() -> None:
@@ -287,10 +299,22 @@ def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
             _unknown_keys(node[key], sub, f"{prefix}{key}.")
 
 
+def _figures(cfg: DictConfig) -> None:
+    """``figures`` is a bool, or holds only ``pdf``, a bool."""
+    fig = cfg.get("figures", True)
+    allowed = "true, false (no figures) or, for PNG and PDF, figures.pdf=true"
+    if isinstance(fig, DictConfig):
+        for key in fig:
+            if key != "pdf":
+                raise ConfigError(f"figures.{key}", fig[key], f"absent: figures has only the key pdf ({allowed})")
+        if not isinstance(fig.get("pdf", False), bool):
+            raise ConfigError("figures.pdf", fig.pdf, "true or false (a PDF of each figure beside its PNG)")
+    elif not isinstance(fig, bool):
+        raise ConfigError("figures", fig, allowed)
+
+
 def check(cfg: DictConfig) -> None:
     """Refuse an invalid run before any work starts: raise :class:`ConfigError` for the first problem found."""
-    from slr.train import INITS
-
     algo = OmegaConf.select(cfg, "train.algo")
     _choice(cfg, "train.algo", tuple(TRAIN_SCHEMAS))
     schema = OmegaConf.get_type(cfg.train)
@@ -320,7 +344,7 @@ def check(cfg: DictConfig) -> None:
     _number(cfg, "train.repeats", low=1, integer=True)
     _number(cfg, "train.log_every", low=1, integer=True)
     _number(cfg, "train.schedule_rate", low=0)
-    _choice(cfg, "train.init", tuple(INITS))
+    _choice(cfg, "train.init", INIT_NAMES)
     _choice(cfg, "train.lam_schedule", ("constant", "inverse"))
     _choice(cfg, "train.simulator", ("full", "reduced"))
     _choice(cfg, "train.lr_scale", ("none", "d"))
@@ -335,6 +359,7 @@ def check(cfg: DictConfig) -> None:
         _choice(cfg, "train.optimizer", ("gd", "adam"))
     if "dtype" in cfg.train:
         _choice(cfg, "train.dtype", ("float32", "float64"))
+    _figures(cfg)
     _number(cfg, "eval.n_test", low=2, integer=True)
     _number(cfg, "eval.bayes_is", low=0, integer=True)
     _choice(cfg, "eval.simulator", ("full", "reduced"), optional=True)

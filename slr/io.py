@@ -1,7 +1,6 @@
 """Plain, durable run outputs: atomic JSON, a metrics CSV flushed as the run goes, and tolerant readers."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 METRIC_COLUMNS = ("step", "repeat", "lam", "kappa", "nu", "theta", "eta", "rho", "norm_k", "norm_v", "dist_to_M",
                   "excess", "test_excess", "train_loss")
@@ -97,11 +95,9 @@ class MetricsWriter:
         self.file.flush()
 
     def write(self, rows: list[dict]) -> None:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for row in rows:
-            w.writerow([_cell(row.get(c)) for c in self.columns])
-        self.file.write(buf.getvalue())
+        """Append ``rows`` (numbers or None: no cell needs CSV quoting) and flush."""
+        cols = self.columns
+        self.file.write("".join([",".join([_cell(row.get(c)) for c in cols]) + "\n" for row in rows]))
         self.file.flush()
 
     def close(self) -> None:
@@ -115,6 +111,8 @@ class MetricsWriter:
 
 
 def _cell(v: Any) -> str:
+    if type(v) is float:  # the common case, first
+        return repr(v) if v - v == 0.0 else ("" if v != v else repr(v))  # v - v is 0 for finite v, else NaN
     if v is None:
         return ""
     if isinstance(v, (float, np.floating)):
@@ -122,8 +120,10 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def read_metrics(path: Path) -> pd.DataFrame:
+def read_metrics(path: Path):
     """``metrics.csv`` as a DataFrame; a last line cut short by an interruption is dropped."""
+    import pandas as pd
+
     text = Path(path).read_text()
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]

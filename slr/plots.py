@@ -1,4 +1,9 @@
-"""Tables in, figures out: repeats summarised as median and 95% band, and the training-dynamics figure."""
+"""Tables in, figures out: repeats summarised as median and 95% band, and the training-dynamics figure.
+
+Drawn with matplotlib alone (seaborn's whitegrid look and "deep" palette as fixed settings, bands computed with
+numpy, no layout engine, at most :data:`MAX_POINTS` steps per line): the figure of a run costs a fraction of a
+second, and neither seaborn nor pandas is imported for it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,106 +14,195 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from slr.io import METRIC_COLUMNS  # noqa: E402
 
+MAX_POINTS = 400  # logged steps drawn per line: more are thinned evenly (first and last kept)
+DEEP = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
+STYLE = {  # seaborn's whitegrid style, "paper" context at font_scale 1.1, without importing seaborn
+    "axes.facecolor": "white", "axes.edgecolor": ".8", "axes.grid": True, "grid.color": ".8", "axes.axisbelow": True,
+    "axes.labelcolor": ".15", "text.color": ".15", "xtick.color": ".15", "ytick.color": ".15", "font.size": 10.5,
+    "axes.labelsize": 10.5, "axes.titlesize": 10.5, "xtick.labelsize": 9.7, "ytick.labelsize": 9.7,
+    "legend.fontsize": 8, "xtick.major.size": 0, "ytick.major.size": 0, "axes.spines.top": True,
+    "axes.spines.right": True, "lines.solid_capstyle": "round", "patch.edgecolor": "w", "legend.frameon": True}
 
-def band(df: pd.DataFrame, column: str, by: str = "step", level: float = 0.95) -> pd.DataFrame:
+
+def band(df, column: str, by: str = "step", level: float = 0.95):
     """Per value of ``by``: median of ``column`` over repeats and the central ``level`` interval (lo, hi)."""
+    import pandas as pd
+
     q = (1 - level) / 2
     g = df.dropna(subset=[column]).groupby(by)[column]
     return pd.DataFrame({"median": g.median(), "lo": g.quantile(q), "hi": g.quantile(1 - q), "n": g.size()}).reset_index()
 
 
-def _band_plot(ax, table: pd.DataFrame, label: str, color, x: str = "step") -> None:
-    ax.plot(table[x], table["median"], color=color, label=label, lw=1.6)
-    ax.fill_between(table[x], table["lo"], table["hi"], color=color, alpha=0.22, lw=0)
+class Grid:
+    """A metrics table as arrays (steps x repeats), one per column: what the bands and trajectories are drawn from.
+
+    ``metrics``: a DataFrame, or the row dicts of :class:`slr.train.History` (one per repeat and logged step).
+    """
+
+    def __init__(self, metrics):
+        if isinstance(metrics, (list, tuple)):
+            cols = {c: np.array([r.get(c, np.nan) for r in metrics], dtype=float) for c in METRIC_COLUMNS}
+        else:
+            cols = {c: (metrics[c].to_numpy(dtype=float) if c in metrics else np.full(len(metrics), np.nan))
+                    for c in METRIC_COLUMNS}
+        cols = {c: np.where(np.isnan(v), np.nan, v) for c, v in cols.items()}  # None -> NaN
+        self.steps, si = np.unique(cols["step"], return_inverse=True)
+        repeats, ri = np.unique(cols["repeat"], return_inverse=True)
+        self.repeats = repeats.astype(int)  # repeat numbers (0 .. R-1 in a run)
+        self._values = {}
+        for c, v in cols.items():
+            g = np.full((len(self.steps), len(self.repeats)), np.nan)
+            g[si, ri] = v
+            self._values[c] = g
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        """(steps, repeats), NaN where a repeat has no (finite) value."""
+        return self._values[column]
+
+    def has(self, column: str) -> bool:
+        return bool(np.isfinite(self._values[column]).any())
 
 
-def dynamics_figure(metrics: pd.DataFrame, references: Mapping[str, float] | None = None,
+def _band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, ...]:
+    """Median and central ``level`` interval over repeats (axis 1) per step, NaN where no repeat has a value."""
+    q = (1 - level) / 2
+    with np.errstate(all="ignore"), _quiet():
+        return tuple(np.nanquantile(values, [0.5, q, 1 - q], axis=1))
+
+
+class _quiet:
+    """Silence numpy's all-NaN-slice warnings (a step at which every repeat has diverged)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def _thin(n: int, most: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``most`` of ``n`` points, evenly spread, first and last included."""
+    return np.arange(n) if n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+def _title(ax, text: str) -> None:
+    """A panel title at a fixed height (matplotlib otherwise searches, at every draw, for tick labels to avoid)."""
+    ax.set_title(text, y=1.0, pad=6)
+
+
+def _band_plot(ax, x: np.ndarray, values: np.ndarray, label: str, color) -> None:
+    med, lo, hi = _band(values)
+    ax.plot(x, med, color=color, label=label, lw=1.6)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.22, lw=0)
+
+
+def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
                     title: str | None = None, n_trajectories: int = 3):
-    """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step).
+    """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step; a DataFrame or
+    row dicts).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
     Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
     chosen to span the final alignment (least to most aligned); (d) distance to the invariant manifold on a log
     axis. Returns ``(fig, axes)``.
     """
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
-    palette = sns.color_palette("deep")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
-    axes = axes.ravel()
-    df = metrics.reindex(columns=list(dict.fromkeys([*metrics.columns, *METRIC_COLUMNS])))
-    df["abs_kappa"], df["abs_nu"] = df["kappa"].abs(), df["nu"].abs()
-    R = df["repeat"].nunique()
+    grid = Grid(metrics)
+    keep = _thin(len(grid.steps))
+    x = grid.steps[keep]
+    R = len(grid.repeats)
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(12, 8.5))
+        axes = fig.subplots(2, 2, gridspec_kw=dict(left=0.07, right=0.97, bottom=0.07, top=0.88, wspace=0.22,
+                                                   hspace=0.3)).ravel()
 
-    ax = axes[0]
-    risk = "excess" if df["excess"].notna().any() else "test_excess"
-    _band_plot(ax, band(df, risk), "closed form" if risk == "excess" else "test (Monte Carlo)", palette[0])
-    if risk == "excess" and df["test_excess"].notna().any():
-        _band_plot(ax, band(df, "test_excess"), "test (Monte Carlo)", palette[1])
-    lo = np.nanmin(df[risk][df[risk] > 0]) if (df[risk] > 0).any() else 1e-12
-    for i, (name, value) in enumerate((references or {}).items()):
-        if value is None or not np.isfinite(value) or value <= 0:
-            continue
-        if value < lo / 1e3:  # far below the curves: named in the legend, not drawn, so the curves stay readable
-            ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
-        else:
-            ax.axhline(value, ls="--", lw=1, color=palette[3 + i], label=f"{name} ({value:.3g})")
-    ax.set(yscale="log", xlabel="step", ylabel="excess risk  E(f(X) - W)²", title="(a) excess risk")
-    ax.legend(fontsize=8)
-
-    ax = axes[1]
-    _band_plot(ax, band(df, "abs_kappa"), "|κ| = |<k,k*>|", palette[0])
-    _band_plot(ax, band(df, "abs_nu"), "|ν| = |<v,v*>|", palette[2])
-    ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel="overlap (unit vectors)", title="(b) alignment")
-    ax.legend(fontsize=8, loc="best")
-
-    ax = axes[2]
-    steps = df["step"].to_numpy()
-    norm = plt.Normalize(steps.min(), max(steps.max(), 1))
-    for r in _spread_repeats(df, n_trajectories):
-        run = df[df["repeat"] == r]
-        ax.plot(run["kappa"], run["nu"], color="0.7", lw=0.8, zorder=1)
-        sc = ax.scatter(run["kappa"], run["nu"], c=run["step"], cmap="viridis", norm=norm, s=9, zorder=2)
-        ax.annotate(f"#{r}", (run["kappa"].iloc[-1], run["nu"].iloc[-1]), fontsize=8, xytext=(3, 3),
-                    textcoords="offset points")
-    if n_trajectories and len(df):
-        fig.colorbar(sc, ax=ax, label="step")
-    ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="κ = <k,k*>", ylabel="ν = <v,v*>",
-           title=f"(c) trajectories of {min(n_trajectories, R)} repeats, least to most aligned")
-    ax.set_aspect("equal")
-
-    ax = axes[3]
-    dist = df[df["dist_to_M"] > 0]
-    if len(dist):
-        _band_plot(ax, band(dist, "dist_to_M"), "median, 95% band", palette[4])
-        ax.set_yscale("log")
+        ax = axes[0]
+        risk = "excess" if grid.has("excess") else "test_excess"
+        _band_plot(ax, x, grid[risk][keep], "closed form" if risk == "excess" else "test (Monte Carlo)", DEEP[0])
+        if risk == "excess" and grid.has("test_excess"):
+            _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[1])
+        positive = grid[risk][grid[risk] > 0]
+        lo = positive.min() if positive.size else 1e-12
+        for i, (name, value) in enumerate((references or {}).items()):
+            if value is None or not np.isfinite(value) or value <= 0:
+                continue
+            if value < lo / 1e3:  # far below the curves: named in the legend, not drawn, so the curves stay readable
+                ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
+            else:
+                ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
+        ax.set(yscale="log", xlabel="step", ylabel="excess risk  E(f(X) - W)²")
+        _title(ax, "(a) excess risk")
         ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlim(steps.min(), max(steps.max(), 1))
-    ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)", title="(d) distance to the manifold θ=η=ρ=0")
-    if title:
-        fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+
+        ax = axes[1]
+        _band_plot(ax, x, np.abs(grid["kappa"][keep]), "|κ| = |<k,k*>|", DEEP[0])
+        _band_plot(ax, x, np.abs(grid["nu"][keep]), "|ν| = |<v,v*>|", DEEP[2])
+        ax.set(ylim=(-0.02, 1.02), xlabel="step", ylabel="overlap (unit vectors)")
+        _title(ax, "(b) alignment")
+        ax.legend(fontsize=8, loc="best")
+
+        ax = axes[2]
+        norm = plt.Normalize(grid.steps.min(), max(grid.steps.max(), 1))
+        shown = _spread_repeats(grid, n_trajectories)
+        for r in shown:
+            j = int(np.flatnonzero(grid.repeats == r)[0])
+            k, v = grid["kappa"][keep, j], grid["nu"][keep, j]
+            ok = np.isfinite(k) & np.isfinite(v)
+            ax.plot(k[ok], v[ok], color="0.7", lw=0.8, zorder=1)
+            sc = ax.scatter(k[ok], v[ok], c=x[ok], cmap="viridis", norm=norm, s=9, zorder=2, linewidths=0)
+            if ok.any():  # the label inside the panel (the colour bar is on its right)
+                right = k[ok][-1] > 0.7
+                ax.annotate(f"#{r}", (k[ok][-1], v[ok][-1]), fontsize=8, xytext=(-3 if right else 3, 3),
+                            textcoords="offset points", ha="right" if right else "left")
+        if shown:
+            fig.colorbar(sc, cax=ax.inset_axes([1.04, 0.0, 0.045, 1.0]), label="step")  # follows the square panel
+        ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xlabel="κ = <k,k*>", ylabel="ν = <v,v*>")
+        _title(ax, f"(c) trajectories of {min(n_trajectories, R)} repeats, least to most aligned")
+        ax.set_aspect("equal")
+        ax.set_anchor("W")  # the square panel at the left of its cell: room for the colour bar on its right
+
+        ax = axes[3]
+        dist = np.where(grid["dist_to_M"] > 0, grid["dist_to_M"], np.nan)[keep]
+        if np.isfinite(dist).any():
+            _band_plot(ax, x, dist, "median, 95% band", DEEP[4])
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlim(grid.steps.min(), max(grid.steps.max(), 1))
+        ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)")
+        _title(ax, "(d) distance to the manifold θ=η=ρ=0")
+        if title:
+            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
     return fig, axes
 
 
-def _spread_repeats(df: pd.DataFrame, n: int) -> list:
+def _spread_repeats(metrics, n: int) -> list:
     """``n`` repeats spread over the final alignment ``|kappa| + |nu|`` (lowest, ..., highest; ties by repeat):
-    the trajectories panel shows the range of outcomes, not only the first repeats."""
-    last = df.sort_values("step").groupby("repeat").last()
-    score = (last["kappa"].abs() + last["nu"].abs()).fillna(-1.0).sort_index(kind="stable").sort_values(kind="stable")
-    if n <= 0 or score.empty:
+    the trajectories panel shows the range of outcomes, not only the first repeats. ``metrics``: a :class:`Grid`
+    or a metrics table."""
+    grid = metrics if isinstance(metrics, Grid) else Grid(metrics)
+    if n <= 0 or not len(grid.repeats):
         return []
-    idx = np.unique(np.round(np.linspace(0, len(score) - 1, min(n, len(score)))).astype(int))
-    return [score.index[i] for i in idx]
+    last = np.full(len(grid.repeats), -1.0)  # the last finite |kappa| + |nu| of each repeat (-1: none)
+    score = np.abs(grid["kappa"]) + np.abs(grid["nu"])
+    for j in range(len(grid.repeats)):
+        finite = np.flatnonzero(np.isfinite(score[:, j]))
+        if finite.size:
+            last[j] = score[finite[-1], j]
+    order = np.argsort(last, kind="stable")  # repeats are sorted already: ties stay in repeat order
+    idx = np.unique(np.round(np.linspace(0, len(order) - 1, min(n, len(order)))).astype(int))
+    return [int(grid.repeats[order[i]]) for i in idx]
 
 
-def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<stem>.<fmt>`` for each format and close it."""
+def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Save ``fig`` as ``<stem>.<fmt>`` for each format (PNG by default; ``("png", "pdf")`` for both) and close it."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     out = []

@@ -30,7 +30,18 @@ class NotReducible(TypeError):
 
 def project(X, U: torch.Tensor) -> torch.Tensor:
     """Projections ``<X_l, u_j>`` of tokens ``X`` (..., L, d) on the columns of ``U`` (P..., d, m): (P..., ..., L, m)."""
+    if isinstance(X, torch.Tensor) and X.dim() == 3 and U.dim() > 2:  # samples (n, L, d) shared by repeats (P...)
+        return shared_projection(X, U)
     return X @ U.unsqueeze(-3)
+
+
+def shared_projection(X: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """``X @ U.unsqueeze(-3)`` for tokens ``X`` (n, L, d) and a batch of projections ``U`` (P..., d, m), as one
+    matrix product (n L, d) @ (d, P m) instead of a broadcast that copies ``X`` once per repeat: (P..., n, L, m)."""
+    n, L, d = X.shape
+    batch, m = U.shape[:-2], U.shape[-1]
+    out = U.transpose(-1, -2).reshape(-1, d) @ X.reshape(n * L, d).T  # (P m, n L)
+    return out.reshape(*batch, m, n, L).movedim(-3, -1)  # each projection's (n, L) block stays contiguous
 
 
 def square_norms(X) -> torch.Tensor:

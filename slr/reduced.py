@@ -27,6 +27,10 @@ class ReducedTokens:
 
     def __matmul__(self, U: torch.Tensor) -> torch.Tensor:
         """``<X_l, u_j>`` for the columns of ``U`` given in the same basis: ``Z @ U``."""
+        if self.Z.dim() == 3 and U.dim() > 3 and U.shape[-3] == 1:  # U.unsqueeze(-3) of a batch: one product
+            from slr.predictors import shared_projection
+
+            return shared_projection(self.Z, U.squeeze(-3))
         return self.Z @ U
 
     def square_norms(self) -> torch.Tensor:
@@ -61,22 +65,26 @@ class ReducedTask:
 
     def sample(self, n: int | tuple[int, ...], generator: torch.Generator | None = None,
                dtype: torch.dtype | None = None) -> Batch:
-        """``n`` sequences whose tokens are :class:`ReducedTokens`: ``Z`` (*n, L, r), ``q`` (*n, L)."""
+        """``n`` sequences whose tokens are :class:`ReducedTokens`: ``Z`` (*n, L, r), ``q`` (*n, L).
+
+        Drawn by numpy (a generator seeded from ``generator``), whose float64 normals cost about half of torch's:
+        this sampler is what the Monte Carlo test excess logged during reduced training draws every few steps.
+        """
         shape, dtype = as_shape(n), dtype or self.dtype
-        kw = dict(generator=generator, device=self.device)
-        Z = torch.randn(*shape, self.L, self.r, dtype=dtype, **kw)  # (*n, L, r)
-        J0 = torch.randint(0, self.L, shape, **kw)
-        informative = torch.nn.functional.one_hot(J0, self.L).bool()  # (*n, L)
-        Z[informative] = self.M * self.k_star.to(dtype) + self.gamma * Z[informative]
-        W = Z[informative][:, 1].reshape(shape)  # v* = e_2
-        y = W + self.eps * torch.randn(shape, dtype=dtype, **kw)
-        if self.d > self.r:
-            rng = numpy_from_torch(generator) if generator is not None else np.random.default_rng()
-            q = torch.as_tensor(rng.chisquare(self.d - self.r, (*shape, self.L)), dtype=dtype, device=self.device)
-        else:
-            q = torch.zeros(*shape, self.L, dtype=dtype, device=self.device)
-        q = torch.where(informative, self.gamma**2 * q, q)
-        return Batch(ReducedTokens(Z, q), y, J0, W)
+        rng = numpy_from_torch(generator) if generator is not None else np.random.default_rng()
+        Z = rng.standard_normal((*shape, self.L, self.r))  # (*n, L, r)
+        J0 = rng.integers(0, self.L, shape)  # (*n,)
+        xi = rng.standard_normal(shape)
+        q = rng.chisquare(self.d - self.r, (*shape, self.L)) if self.d > self.r else np.zeros((*shape, self.L))
+        at = J0[..., None]  # the informative token: z = M k* + gamma z (k* = e_1), residual norm times gamma^2
+        z0 = self.gamma * np.take_along_axis(Z, at[..., None], axis=-2)  # (*n, 1, r)
+        z0[..., 0] += self.M
+        np.put_along_axis(Z, at[..., None], z0, axis=-2)
+        np.put_along_axis(q, at, self.gamma**2 * np.take_along_axis(q, at, axis=-1), axis=-1)
+        W = z0[..., 0, 1]  # v* = e_2
+        as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
+        return Batch(ReducedTokens(as_tensor(Z), as_tensor(q)), as_tensor(W + self.eps * xi),
+                     torch.as_tensor(J0, device=self.device), as_tensor(W))
 
 
 def span_basis(k_star: torch.Tensor, v_star: torch.Tensor, *vectors: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,8 @@ def run_report(job: sweep.Job) -> str:
         lines.append("task: " + ", ".join(f"{k}={_num(v)}" for k, v in s["task"].items()))
     t = s.get("trained")
     if isinstance(t, dict):
-        lines.append(f"trained: {t.get('predictor')} by {t.get('algo')} ({t.get('simulator')} simulator), "
+        kernel = f", {t['kernel']} step" if t.get("kernel") else ""  # compiled, numpy or torch
+        lines.append(f"trained: {t.get('predictor')} by {t.get('algo')} ({t.get('simulator')} simulator{kernel}), "
                      f"{t.get('steps_done')} steps, final lam {_num(t.get('lam_final'))}, "
                      f"{t.get('alive')}/{t.get('repeats')} repeats alive")
     med = (s.get("final_overlaps") or {}).get("median_abs")
@@ -48,7 +49,8 @@ def run_report(job: sweep.Job) -> str:
         lines.append("final overlaps (median |.| over repeats): "
                      + ", ".join(f"{k}={_num(v, 3)}" for k, v in med.items() if k not in ("norm_k", "norm_v")))
     if isinstance(s.get("timings"), dict):
-        lines.append("timings: " + ", ".join(f"{k}={_num(v, 3)}" for k, v in s["timings"].items()))
+        lines.append("timings: " + ", ".join(f"{k}={v if isinstance(v, bool) else _num(v, 3)}"
+                                             for k, v in s["timings"].items()))
     if isinstance(s.get("excess"), dict) and s["excess"]:
         try:
             lines += ["", comparison_table(s["excess"])]

@@ -13,31 +13,34 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
-from slr import evaluate, theory
-from slr.config import CONF_DIR, ConfigError, check, digest, initial_lam, learning_rate
-from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, underflowed_log10, write_json
-from slr.reduced import ReducedTask
-from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import (ERM, INITS, OVERLAPS, Algorithm, Frozen, FullSGD, ReducedSGD, embed, lam_schedule,
-                       population_pgd, train)
+from slr.config import CONF_DIR, ConfigError, check, digest, figure_formats, initial_lam, learning_rate
+from slr.io import MetricsWriter, read_json, underflowed_log10, write_json
+
+if TYPE_CHECKING:  # the job's modules import torch (~1.5 s): run() imports them, so that --help, a refused
+    from slr.task import Task  # config and slr-report start without them
+    from slr.train import Algorithm
 
 log = logging.getLogger("slr")
 
 
 # ----- building the algorithm: one builder per train group -----------------------------------------------------
-def _dtype(cfg: DictConfig) -> torch.dtype:
+def _dtype(cfg: DictConfig):
+    import torch
+
     return torch.float64 if cfg.train.get("dtype", "float64") == "float64" else torch.float32
 
 
 def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.predictors import ATTENTION_KINDS
+    from slr.seeding import torch_generator
+    from slr.train import FullSGD, ReducedSGD, embed
+
     kind, tc = ATTENTION_KINDS[cfg.predictor.name], cfg.train
     gen = torch_generator(cfg.seed, "train", task.device)
     if tc.simulator == "reduced":
@@ -48,6 +51,10 @@ def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
 
 
 def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.reduced import ReducedTask
+    from slr.seeding import numpy_generator
+    from slr.train import embed, population_pgd
+
     tc = cfg.train
     if tc.simulator == "reduced":
         eval_task, KV0 = ReducedTask.of(task, 4), C0
@@ -59,6 +66,10 @@ def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
 
 
 def build_erm(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.predictors import ATTENTION_KINDS
+    from slr.seeding import torch_generator
+    from slr.train import ERM, embed
+
     tc = cfg.train
     return ERM(task, ATTENTION_KINDS[cfg.predictor.name], embed(C0, task, init_rng), lr=learning_rate(cfg, task.d),
                n_train=tc.n_train, projected=tc.projected, optimizer=tc.optimizer,
@@ -66,6 +77,10 @@ def build_erm(cfg, task, C0, init_rng) -> Algorithm:
 
 
 def build_none(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.predictors import ATTENTION_KINDS
+    from slr.reduced import ReducedTask
+    from slr.train import Frozen, embed
+
     kind = ATTENTION_KINDS[cfg.predictor.name]
     if cfg.train.simulator == "reduced":
         return Frozen(ReducedTask.of(task, 4), kind, C0)
@@ -86,6 +101,10 @@ class StepLogger:
         self.bayes = None
 
     def __call__(self, t: int, lam: float, algo: Algorithm, alive: np.ndarray) -> list[dict]:
+        from slr import theory
+        from slr.predictors import ERF
+        from slr.train import ERM, OVERLAPS
+
         o = algo.overlaps()
         cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
         cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
@@ -104,11 +123,15 @@ class StepLogger:
 
     def _test_excess(self, algo: Algorithm, lam: float) -> np.ndarray:
         """Monte Carlo excess of each repeat on a fresh test batch (the same batch for every repeat)."""
+        import torch
+
+        from slr import evaluate
+        from slr.predictors import BayesOptimal
+        from slr.seeding import torch_generator
+
         eval_task = algo.eval_task
         if self.generator is None:
             self.generator = torch_generator(self.task.seed, "log", eval_task.device)
-            from slr.predictors import BayesOptimal
-
             self.bayes = BayesOptimal.of(eval_task)
         batch = eval_task.sample(self.n_test, self.generator, dtype=torch.float64)
         with torch.no_grad():
@@ -116,8 +139,18 @@ class StepLogger:
 
 
 # ----- evaluation of the final predictor against the baselines -------------------------------------------------
-def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, alive: np.ndarray) -> dict:
-    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms."""
+def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, alive: np.ndarray,
+                   timings: dict | None = None) -> dict:
+    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms; ``timings``
+    receives how long the importance-sampling Bayes excess took and whether it came from the cache."""
+    import torch
+
+    from slr import evaluate, theory
+    from slr.bayes_cache import bayes_excess_is_log10
+    from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
+    from slr.reduced import ReducedTask
+
+    timings = {} if timings is None else timings
     eval_task = algo.eval_task
     simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
     best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
@@ -160,8 +193,10 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
     bound_log10 = theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal)
     out["bayes"]["upper_bound"] = 10.0**bound_log10
-    if cfg.eval.bayes_is > 0:
-        log10_m, rel_se = evaluate.bayes_excess_is_log10(task, cfg.eval.bayes_is, cfg.seed)
+    if cfg.eval.bayes_is > 0:  # a function of (d, L, gamma, signal, draws) only: computed once, then cached
+        start = time.perf_counter()
+        log10_m, rel_se, cached = bayes_excess_is_log10(task, cfg.eval.bayes_is)
+        timings.update(bayes_is_s=time.perf_counter() - start, bayes_is_cached=cached)
         m = 10.0**log10_m  # 0 below ~1e-308: the log10 entry keeps it
         out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
                             importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se,
@@ -251,6 +286,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     check(cfg)
     out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
+    import slr.evaluate, slr.train  # noqa: E401,F401  the job's modules (torch...), before the clock starts
     t_start = time.perf_counter()
     summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
     write_json(out / "summary.json", summary)
@@ -270,6 +306,14 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 
 def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+    import torch
+
+    from slr import theory
+    from slr.predictors import ERF
+    from slr.seeding import numpy_generator
+    from slr.task import Task
+    from slr.train import INITS, OVERLAPS, lam_schedule, train
+
     torch.set_num_threads(cfg.threads)
     tc = cfg.train
     task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
@@ -295,14 +339,15 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
-                              diverged_at=hist.diverged_at)
+                              diverged_at=hist.diverged_at, kernel=getattr(algo, "kernel", None))
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
     summary["final_overlaps"] = dict(per_repeat=per,
                                      median={k: float(np.median(v)) if v.size else None for k, v in per.items()},
                                      median_abs={k: float(np.median(np.abs(v))) if v.size else None
                                                  for k, v in per.items()})
-    excess = evaluate_final(cfg, task, algo, lam, alive)
+    timings: dict = {}
+    excess = evaluate_final(cfg, task, algo, lam, alive, timings)
     if algo.kind is ERF and alive.any():
         cf = theory.erf_excess(lam, *(per[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma,
                                signal=task.signal, norm_k=per["norm_k"], norm_v=per["norm_v"])
@@ -312,20 +357,19 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["eval"] = dict(n_test=cfg.eval.n_test, simulator=cfg.eval.simulator or tc.simulator)
     t_eval = time.perf_counter()
 
-    if cfg.figures and hist.rows:
-        import pandas as pd
-
+    formats = figure_formats(cfg)
+    if formats and hist.rows:
         from slr.plots import dynamics_figure, save
 
         refs = {f"{excess['oracle']['name']}, lam={lam:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
-        fig, _ = dynamics_figure(pd.DataFrame(hist.rows, columns=list(METRIC_COLUMNS)), refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
-        save(fig, out / "figures" / "dynamics")
+        fig, _ = dynamics_figure(hist.rows, refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
+        save(fig, out / "figures" / "dynamics", formats)
     t_end = time.perf_counter()
     summary["status"] = "diverged" if not alive.all() else "ok"
     summary["timings"] = dict(train_s=t_train - t_start, eval_s=t_eval - t_train, figures_s=t_end - t_eval,
-                              total_s=t_end - t_start, steps_per_s=hist.steps_done / max(hist.seconds, 1e-9))
+                              total_s=t_end - t_start, steps_per_s=hist.steps_done / max(hist.seconds, 1e-9), **timings)
     write_json(out / "summary.json", summary)
     if not alive.all():
         log.warning("%d of %d repeats diverged (at steps %s)", (~alive).sum(), len(alive),

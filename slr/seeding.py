@@ -28,7 +28,8 @@ def numpy_generator(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(stream_seed(seed, stream))
 
 
-def numpy_from_torch(generator: torch.Generator) -> np.random.Generator:
-    """A numpy ``Generator`` whose seed is drawn from ``generator`` (for samplers torch lacks, e.g. chi-square)."""
+def numpy_from_torch(generator: torch.Generator, bit_generator=np.random.PCG64) -> np.random.Generator:
+    """A numpy ``Generator`` (on ``bit_generator``, numpy's default PCG64 unless given) whose seed is drawn from
+    ``generator`` (for samplers torch lacks, e.g. chi-square, and for numpy's faster normals)."""
     seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item()
-    return np.random.default_rng(int(seed))
+    return np.random.Generator(bit_generator(int(seed)))

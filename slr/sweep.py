@@ -269,8 +269,9 @@ def over_replicates(long: pd.DataFrame, x: str | None, groups: Sequence[str] = (
     """Mean over replicates (seeds) per predictor, group and x: ``value``, ``se``, ``n`` (replicates), ``lam``, and
     ``log10`` (mean of the replicates' log10 estimates, where the summaries have one: Bayes by importance sampling).
 
-    The standard error is the spread over replicates, ``sd/sqrt(n)``, when there are several, and the job's own
-    standard error (Monte Carlo, or 0 for a closed form) when there is one.
+    The standard error is the spread over replicates, ``sd/sqrt(n)``, when there are several that differ, and the
+    job's own standard error (Monte Carlo, or 0 for a closed form) when there is one or when all are equal (the
+    importance-sampling Bayes excess, computed once per task for every seed, or a closed form).
     """
     by = ["estimator", "estimator_name", *groups, *([x] if x else [])]
     rows = []
@@ -281,7 +282,8 @@ def over_replicates(long: pd.DataFrame, x: str | None, groups: Sequence[str] = (
             continue
         scale = float(np.nanmax(np.abs(v))) or 1.0  # tiny values (Bayes at large d) would square to 0
         mean = float(np.nanmean(v))
-        se = (float(np.nanstd(v / scale, ddof=1) / math.sqrt(n)) * scale if n > 1
+        finite = v[np.isfinite(v)]
+        se = (float(np.nanstd(v / scale, ddof=1) / math.sqrt(n)) * scale if n > 1 and np.ptp(finite) > 0
               else float(g["se"].to_numpy(float)[np.isfinite(v)][0]))
         lam = g["lam"].dropna()
         log10 = g["log10"].astype(float) if "log10" in g else pd.Series(dtype=float)

@@ -137,20 +137,35 @@ def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
 
 def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None,
                     bounds: tuple[float, float] | None = None) -> tuple[float, float]:
-    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam`` (bounded search on ``log lam``).
+    """``(lam, excess)`` minimising ``oracle_excess`` over ``lam``: the best of a log grid, then a golden-section
+    search on ``log lam`` between its neighbours (to 1e-10; no scipy.optimize, whose import costs a short job
+    more than the search).
 
     The default search interval is ``[min(1e-4, 0.01/sqrt(d)), 1e3]``: the best ``lam`` shrinks like
     ``sqrt(ln d / d)`` (SPEC 8), so a fixed lower bound would cut it off at ``d`` in the billions."""
-    from scipy.optimize import minimize_scalar
-
     bounds = bounds or (min(1e-4, 0.01 / math.sqrt(d)), 1e3)
     grid = np.geomspace(*bounds, 400)
     values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
     i = int(np.argmin(values))
-    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
-    res = minimize_scalar(lambda x: float(oracle_excess(np.exp(x), d=d, L=L, gamma=gamma, signal=signal)),
-                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return float(np.exp(res.x)), max(float(res.fun), 0.0)  # L=1: zero up to rounding
+    a, b = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
+
+    def f(x: float) -> float:
+        return float(oracle_excess(math.exp(x), d=d, L=L, gamma=gamma, signal=signal))
+
+    r = (math.sqrt(5.0) - 1.0) / 2.0
+    c, e = b - r * (b - a), a + r * (b - a)
+    fc, fe = f(c), f(e)
+    while b - a > 1e-10:
+        if fc < fe:
+            b, e, fe = e, c, fc
+            c = b - r * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, e, fe
+            e = a + r * (b - a)
+            fe = f(e)
+    x = (a + b) / 2.0
+    return math.exp(x), max(f(x), 0.0)  # L=1: zero up to rounding
 
 
 def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
@@ -172,12 +187,25 @@ def bayes_excess_bound_log10(d: int, L: int, gamma: float, signal: float | None 
     return log_b / math.log(10.0)
 
 
+def libm_exp(x):
+    """``exp`` elementwise by the C library's ``exp`` (as ``math.exp``), the one the compiled PGD kernel calls.
+
+    numpy's own vectorised ``exp`` differs from it in the last bit for a few percent of arguments (on AVX-512
+    machines), and PGD at the paper's decreasing-``lam`` schedule amplifies one bit to 0.1 within a few hundred
+    steps (measured; see ``tests/test_pgd.py``): only bitwise-equal implementations give the same iterates there.
+    """
+    x = np.asarray(x, dtype=float)
+    return np.fromiter(map(math.exp, x.ravel().tolist()), float, x.size).reshape(x.shape)
+
+
 class ErfRiskGradient:
     """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam`` (SPEC 3-4).
 
     Written for speed inside population PGD: scalar constants are computed once and the overlaps are arrays over
     repeats. Every term is elementary but one: the theta-derivative of ``E[A^2]`` needs ``zeta`` itself (one
-    Owen's T per repeat).
+    Owen's T per repeat). It is the reference of the compiled PGD kernel (``slr/_pgd_step.c``), which repeats it
+    operation by operation; so that the two agree bitwise, ``exp`` is the C library's (:func:`libm_exp`) and squares
+    are products.
     """
 
     def __init__(self, lam: float, *, M: float, L: int, gamma: float):
@@ -186,7 +214,7 @@ class ErfRiskGradient:
         self.p = math.sqrt(1.0 + 2.0 * s * s)
         self.q = math.sqrt(1.0 + 4.0 * s * s)
         self.beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))  # E[B] = beta1 rho
-        self.beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
+        self.beta2 = 8.0 * (lam * lam) / (math.pi * (1.0 + 2.0 * (lam * lam)) * math.sqrt(1.0 + 4.0 * (lam * lam)))
 
     def __call__(self, kappa, nu, theta, eta, rho):
         """Partial derivatives ``(R_kappa, R_nu, R_theta, R_eta, R_rho)`` of the excess."""
@@ -195,17 +223,17 @@ class ErfRiskGradient:
         u = c / p
         a = u / q
         e0 = erf(u)
-        e1 = TWO_OVER_SQRT_PI * np.exp(-u * u)
+        e1 = TWO_OVER_SQRT_PI * libm_exp(-u * u)
         e2 = -2.0 * u * e1
         e3 = (4.0 * u * u - 2.0) * e1
         f0 = erf(a)
-        f1 = TWO_OVER_SQRT_PI * np.exp(-a * a)
+        f1 = TWO_OVER_SQRT_PI * libm_exp(-a * a)
         f2 = -2.0 * a * f1
         # t-derivatives of zeta(t, s) at t = c (SPEC 3, and the derivative of zeta_tt)
         z0 = 1.0 - 8.0 * owens_t(math.sqrt(2.0) * c / p, 1.0 / q)
         z1 = (2.0 / p) * f0 * e1
         z2 = (2.0 / p) * (f1 * e1 / (p * q) + f0 * e2 / p)
-        z3 = (2.0 / p) * (f2 * e1 / (p * q) ** 2 + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
+        z3 = (2.0 / p) * (f2 * e1 / ((p * q) * (p * q)) + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
         gs = g * s
         m = M * theta
         dc = lam * M  # dc/dkappa
@@ -215,13 +243,13 @@ class ErfRiskGradient:
         EA_t = M * e0
         EA_r = gs * e1 / p
         # E[AW] = g^2 nu e0 + gs eta (m e1/p + gs rho e2/p^2)
-        EAW_k = dc / p * (g * g * nu * e1 + gs * eta * (m * e2 / p + gs * rho * e3 / p**2))
+        EAW_k = dc / p * (g * g * nu * e1 + gs * eta * (m * e2 / p + gs * rho * e3 / (p * p)))
         EAW_n = g * g * e0
         EAW_t = gs * eta * M * e1 / p
-        EAW_e = gs * (m * e1 / p + gs * rho * e2 / p**2)
-        EAW_r = gs * eta * gs * e2 / p**2
+        EAW_e = gs * (m * e1 / p + gs * rho * e2 / (p * p))
+        EAW_r = gs * eta * gs * e2 / (p * p)
         # E[A^2] = (m^2 + g^2) z0 + 2 m gs rho z1 + (gs rho)^2 z2, each z_j a function of c = lam M kappa
-        EA2_k = dc * ((m * m + g * g) * z1 + 2.0 * m * gs * rho * z2 + (gs * rho) ** 2 * z3)
+        EA2_k = dc * ((m * m + g * g) * z1 + 2.0 * m * gs * rho * z2 + (gs * rho) * (gs * rho) * z3)
         EA2_t = 2.0 * M * m * z0 + 2.0 * M * gs * rho * z1
         EA2_r = 2.0 * m * gs * z1 + 2.0 * gs * gs * rho * z2
         # noise-token terms: 2(L-1) E[A] E[B] + (L-1) E[B^2] + (L-1)(L-2) E[B]^2, E[B] = beta1 rho
@@ -231,7 +259,7 @@ class ErfRiskGradient:
         R_t = EA2_t - 2.0 * EAW_t + cross * rho * EA_t
         R_e = -2.0 * EAW_e
         R_r = (EA2_r - 2.0 * EAW_r + cross * (EA + rho * EA_r)
-               + 2.0 * (L - 1) * rho * (self.beta2 + (L - 2) * self.beta1**2))
+               + 2.0 * (L - 1) * rho * (self.beta2 + (L - 2) * (self.beta1 * self.beta1)))
         return R_k, R_n, R_t, R_e, R_r
 
 

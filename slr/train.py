@@ -117,8 +117,16 @@ class Algorithm:
     kind: AttentionKind
     eval_task: Task | ReducedTask
     stochastic = True  # whether a Monte Carlo test risk is worth logging
+    kernel = "torch"  # what computes the steps: "compiled" (C kernel, see advance), "numpy" or "torch"
 
     def step(self, lam: float) -> None:
+        raise NotImplementedError
+
+    def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
+        """Steps ``t, t+1, ...`` at ``lams`` (one per step) in one call of a compiled kernel (``kernel ==
+        "compiled"``), checking after every step, as :func:`train` does, whether a repeat diverged: such a repeat
+        becomes NaN and is left alone. Returns the step count reached (``t + len(lams)``, or less if no repeat is
+        left) and, per repeat, the step count at which it diverged in this call, or -1."""
         raise NotImplementedError
 
     def vectors(self) -> np.ndarray:
@@ -171,29 +179,38 @@ class ReducedSGD(Algorithm):
     """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (SPEC 6).
 
     The state is ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` on ``(k*, v*, e1, e2)`` (the five overlaps,
-    and the two norms when not projected). Each step draws the batch's coordinates on that basis, forms the
-    gradient coefficients ``alpha_bl``, ``beta_bl`` (``grad_k = sum alpha_bl X_bl``, ``grad_v = sum beta_bl X_bl``)
-    and the in-span gradients; the out-of-span parts ``-lr sum alpha W``, ``-lr sum beta W`` enter only through
-    their Gram matrix ``lr^2 Wishart_2(d - 4, S)``, drawn as ``lr (l A)(l A)^T`` with ``S = l l^T`` and the Bartlett
-    factor ``A``. The new canonical coordinates are then the Cholesky factor of the Gram matrix of the parts of
-    ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative token is put
-    first. As in the full simulator, the tokens are float32 (drawn by torch in blocks of ``block`` steps) and so
-    is the per-token arithmetic; the state and its update are float64. The step is one call of the compiled
-    kernel (:mod:`slr.kernel`) when it can be built (``kernel=None``: if available), else the numpy step; both
-    consume the same random numbers and agree up to float32 rounding.
+    and the two norms when not projected). Each step works in an orthonormal frame ``(f1, f2, f3, f4)`` of that
+    span (:func:`frames`: ``k`` along ``f1``, ``v`` in ``span{f1, f2}``, ``v*`` in ``span{f1, f2, f3}``). A token
+    enters the predictor only through its frame coordinates ``u1``, ``u2`` (``<X, k> = |k| u1``,
+    ``<X, v> = <v, f1> u1 + <v, f2> u2``) and the label only through the informative token's ``u1, u2, u3``: those
+    are drawn token by token, ``2 L + 2`` normals per sequence with the label noise (instead of ``4 L + 1`` for the
+    four coordinates of every token). Given them, the gradients ``grad_k = sum alpha_bl X_bl``,
+    ``grad_v = sum beta_bl X_bl`` depend on the rest linearly, through Gaussians independent of what was drawn, so
+    the rest is drawn in aggregate, exactly: the noise tokens' ``f3`` parts as ``chol(S_noise) z``, every token's
+    ``f4`` part as ``M <k*, f4> (sum_b alpha_b0, sum_b beta_b0) + chol(S) z`` (the informative token has mean
+    ``M k*``), and the parts outside the span through their Gram matrix ``lr^2 Wishart_2(d - 4, S)``, drawn as
+    ``lr (l A)(l A)^T`` with ``S = l l^T`` the out-of-span covariance ``sum s_bl^2 [alpha, beta]^T [alpha, beta]``
+    and the Bartlett factor ``A``. The new canonical coordinates are then the Cholesky factor of the Gram matrix of
+    the parts of ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative
+    token is put first.
+
+    Random numbers: numpy's (its SFC64 bit generator, seeded from ``generator``, and its C distribution functions),
+    in the order of :meth:`draw`; the tokens and the per-token arithmetic are float32, the state and its update float64.
+    :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
+    (``_reduced_step.c``), which draws the same numbers itself and agrees with the reference up to float32
+    rounding (``kernel=None``: the kernel if it can be built).
     """
 
     def __init__(self, task: Task, kind: AttentionKind, C0: np.ndarray, *, lr: float, batch_size: int,
-                 projected: bool, generator: torch.Generator, block: int = 256, kernel: bool | None = None):
+                 projected: bool, generator: torch.Generator, kernel: bool | None = None):
         if task.d < 5:
             raise ValueError(f"the reduced SGD simulator needs d >= 5 (a non-empty complement of the 4-dim span), got d={task.d}")
         self.eval_task, self.kind = ReducedTask.of(task, 4), kind
         self.KV = np.array(C0, dtype=np.float64)
         self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
-        self.lr, self.B, self.projected, self.gen, self.block = lr, batch_size, projected, generator, block
-        self.rng = numpy_from_torch(generator)
-        self.s2 = np.tile(np.r_[self.gamma**2, np.ones(self.L - 1)], self.B).astype(np.float32)  # out-of-span variances
-        self._i = block
+        self.lr, self.B, self.projected = lr, batch_size, projected
+        # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
+        self.rng = numpy_from_torch(generator, np.random.SFC64)
         self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
         fits = self._kind is not None and self.B * self.L <= slr.kernel.MAX_TOKENS  # the kernel's token buffers
         self._kernel = slr.kernel.reduced_step() if fits and kernel is not False else None
@@ -201,53 +218,103 @@ class ReducedSGD(Algorithm):
             raise RuntimeError(f"the compiled reduced SGD step is not available ({kind.name} attention, "
                                f"batch_size x L = {self.B * self.L} of at most {slr.kernel.MAX_TOKENS} tokens; "
                                "a build failure is logged as a warning)")
-
-    def _refill(self) -> None:
-        R, B, L, n = self.KV.shape[0], self.B, self.L, self.block
-        Zt = torch.randn(n, R, 4, B, L, generator=self.gen, dtype=torch.float32)  # coordinates on (k*, v*, e1, e2)
-        xi = torch.randn(n, R, B, generator=self.gen, dtype=torch.float32)
-        Zt[..., 0] *= self.gamma  # the informative token first: z_0 = M e1 + gamma N(0, I_4)
-        Zt[:, :, 0, :, 0] += self.M
-        self._y = np.ascontiguousarray((Zt[:, :, 1, :, 0] + self.eps * xi).numpy())  # (n, R, B): W plus noise
-        self._Zt = Zt.reshape(n, R, 4, B * L).numpy()  # (n, R, 4, B L), contiguous
-        # Bartlett factor of Wishart_2(d - 4, I), times lr: [[lr c1, 0], [lr n21, lr c2]]
-        self._A = np.zeros((n, R, 2, 2))
-        self._A[:, :, 0, 0] = self.lr * np.sqrt(self.rng.chisquare(self.d - 4, (n, R)))
-        self._A[:, :, 1, 0] = self.lr * self.rng.standard_normal((n, R))
-        if self.d > 5:
-            self._A[:, :, 1, 1] = self.lr * np.sqrt(self.rng.chisquare(self.d - 5, (n, R)))
-        self._i = 0
+        self.kernel = "compiled" if self._kernel is not None else "numpy"
 
     def step(self, lam: float) -> None:
-        if self._i == self.block:
-            self._refill()
-        i = self._i
-        self._i += 1
-        if self._kernel is None:
-            self._numpy_step(i, lam)
+        if self._kernel is not None:
+            self.advance(0, np.array([lam]))
             return
-        if not (self.KV.flags.c_contiguous and self.KV.dtype == np.float64):
-            self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
-        self._kernel(self.KV.shape[0], self.B, self.L, self._kind, int(self.projected), lam, self.lr, self.KV.ctypes.data,
-                     self._Zt[i].ctypes.data, self._y[i].ctypes.data, self._A[i].ctypes.data, self.s2.ctypes.data)
+        self._numpy_step(lam)
 
-    def _numpy_step(self, i: int, lam: float) -> None:
-        C, R, B, L = self.KV, self.KV.shape[0], self.B, self.L
-        Zt = self._Zt[i]  # (R, 4, B L): the batch's coordinates on (k*, v*, e1, e2)
-        P = (C.astype(np.float32) @ Zt).reshape(R, 2, B, L)  # <X_bl, k>, <X_bl, v>
-        T, dpk, dpv = self.kind.output_and_grads(P[:, 0], P[:, 1], lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
-        r = ((T - self._y[i]) * (2.0 / B))[:, :, None]  # (R, B, 1)
-        AB = np.empty((R, 2, B, L), dtype=np.float32)  # alpha_bl, beta_bl
-        np.multiply(dpk, r, out=AB[:, 0])
-        np.multiply(dpv, r, out=AB[:, 1])
-        AB = AB.reshape(R, 2, B * L)
-        G = (AB @ Zt.transpose(0, 2, 1)).astype(np.float64)  # (R, 2, 4): the in-span parts of the gradients
-        S = ((AB * self.s2) @ AB.transpose(0, 2, 1)).astype(np.float64)  # (R, 2, 2): out-of-span covariance
+    def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
+        """Steps ``t, t+1, ...`` at ``lams`` in one kernel call; see :meth:`Algorithm.advance`."""
+        self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
+        lams = np.ascontiguousarray(lams, dtype=np.float64)
+        at = np.full(len(self.KV), -1, dtype=np.int64)
+        done = self._kernel(len(self.KV), self.B, self.L, self._kind, int(self.projected), self.d, self.M,
+                            self.gamma, self.eps, self.lr, len(lams), lams.ctypes.data, self.KV.ctypes.data,
+                            self.rng.bit_generator.ctypes.bit_generator.value, t, at.ctypes.data, EXPLODED_NORM)
+        if done < 0:
+            raise MemoryError("the reduced SGD kernel could not allocate its buffers")
+        return t + done, at
+
+    def draw(self) -> tuple[np.ndarray, ...]:
+        """One step's random numbers, in the kernel's order: ``(u1, u2)`` of every token (R, B, L, 2) float32 (the
+        informative token first), the informative token's ``u3`` (R, B) and the label noise (R, B), float32; four
+        aggregate normals per repeat (R, 4); ``lr`` times the Bartlett factor (R, 2, 2) of ``Wishart_2(d - 4, I)``."""
+        R, B, L, rng = len(self.KV), self.B, self.L, self.rng
+        U = rng.standard_normal((R, B, L, 2), dtype=np.float32)
+        u3 = rng.standard_normal((R, B), dtype=np.float32)
+        xi = rng.standard_normal((R, B), dtype=np.float32)
+        z = rng.standard_normal((R, 4))
+        A = np.zeros((R, 2, 2))
+        A[:, 0, 0] = self.lr * np.sqrt(rng.chisquare(self.d - 4, R))
+        A[:, 1, 0] = self.lr * rng.standard_normal(R)
+        if self.d > 5:
+            A[:, 1, 1] = self.lr * np.sqrt(rng.chisquare(self.d - 5, R))
+        return U, u3, xi, z, A
+
+    def _numpy_step(self, lam: float) -> None:
+        U, u3, xi, z, A = self.draw()
+        C, B, f32 = self.KV, self.B, np.float32
+        F = frames(C)  # (R, 4, 4): column j is f_{j+1} on (k*, v*, e1, e2)
+        kk = (C[:, 0] * F[:, :, 0]).sum(-1)[:, None, None].astype(f32)  # |k|
+        v1 = (C[:, 1] * F[:, :, 0]).sum(-1)[:, None, None].astype(f32)
+        v2 = (C[:, 1] * F[:, :, 1]).sum(-1)[:, None, None].astype(f32)
+        m = self.M * F[:, 0, :]  # (R, 4): the informative token's mean M k* in the frame
+        mf, w, g = m[:, :3, None].astype(f32), F[:, 1, :3, None].astype(f32), f32(self.gamma)  # w: v* in the frame
+        u1, u2 = U[..., 0].copy(), U[..., 1].copy()  # (R, B, L)
+        u1[:, :, 0] = mf[:, 0] + g * u1[:, :, 0]
+        u2[:, :, 0] = mf[:, 1] + g * u2[:, :, 0]
+        u3 = mf[:, 2] + g * u3  # (R, B)
+        y = (w[:, 0] * u1[:, :, 0] + w[:, 1] * u2[:, :, 0] + w[:, 2] * u3) + f32(self.eps) * xi  # W plus noise
+        T, dpk, dpv = self.kind.output_and_grads(kk * u1, v1 * u1 + v2 * u2, lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
+        r = ((T - y) * (2.0 / B))[:, :, None]
+        al, be = dpk * r, dpv * r  # alpha_bl, beta_bl (R, B, L)
+        aJ, bJ, an, bn = al[:, :, 0], be[:, :, 0], al[:, :, 1:], be[:, :, 1:]
+        G = np.empty(C.shape)  # (R, 2, 4): the in-span gradients in the frame
+        G[:, 0, 0], G[:, 1, 0] = (al * u1).sum((1, 2)), (be * u1).sum((1, 2))
+        G[:, 0, 1], G[:, 1, 1] = (al * u2).sum((1, 2)), (be * u2).sum((1, 2))
+        G[:, 0, 2], G[:, 1, 2] = (aJ * u3).sum(1), (bJ * u3).sum(1)
+        G[:, 0, 3], G[:, 1, 3] = m[:, 3] * aJ.sum(1), m[:, 3] * bJ.sum(1)
+        Sn = _gram2((an * an).sum((1, 2)), (an * bn).sum((1, 2)), (bn * bn).sum((1, 2)))
+        S = Sn + self.gamma**2 * _gram2((aJ * aJ).sum(1), (aJ * bJ).sum(1), (bJ * bJ).sum(1))  # out-of-span covariance
+        G[:, :, 2] += (cholesky2(Sn) @ z[:, :2, None])[..., 0]  # the noise tokens' f3 parts
+        G[:, :, 3] += (cholesky2(S) @ z[:, 2:, None])[..., 0]  # every token's f4 part, around its mean
+        G = G @ F.transpose(0, 2, 1)  # (R, 2, 4) on (k*, v*, e1, e2)
         if self.projected:  # the out-of-span parts are orthogonal to k and v: only the in-span part is projected
             G -= (C * G).sum(-1)[..., None] * C
         N = C - self.lr * G  # (R, 2, 4): the new k, v but for their out-of-span parts
-        out = cholesky2(S) @ self._A[i]  # (R, 2, 2): out-of-span parts, up to a rotation of the complement
+        out = cholesky2(S) @ A  # (R, 2, 2): out-of-span parts, up to a rotation of the complement
         self.KV = canonical(N, out, normalise=self.projected)
+
+
+def _gram2(s00, s01, s11) -> np.ndarray:
+    """Symmetric 2x2 matrices (R, 2, 2), float64, from their entries (R,)."""
+    S = np.empty((len(s00), 2, 2))
+    S[:, 0, 0], S[:, 0, 1], S[:, 1, 0], S[:, 1, 1] = s00, s01, s01, s11
+    return S
+
+
+def frames(C: np.ndarray) -> np.ndarray:
+    """Orthonormal frames (R, 4, 4) of the span of ``(k*, v*, e1, e2)``, column ``j`` the coordinates of
+    ``f_{j+1}``: ``k`` along ``f1``, ``v`` in ``span{f1, f2}``, ``v*`` in ``span{f1, f2, f3}``. Gram-Schmidt (each
+    vector orthogonalised twice) of ``k, v, v*, k*, e1, e2`` in that order, skipping a vector already in the span
+    of the previous ones (residual below 1e-9 of its norm)."""
+    R = len(C)
+    F = np.zeros((R, 4, 4))
+    n = np.zeros(R, dtype=np.int64)
+    E = np.eye(4)
+    for c in (C[:, 0], C[:, 1], E[1], E[0], E[2], E[3]):
+        w = np.array(np.broadcast_to(c, (R, 4)))
+        size = np.sqrt((w * w).sum(-1))
+        for _ in range(2):
+            w = w - (F @ (w[:, None, :] @ F).transpose(0, 2, 1))[..., 0]
+        norm = np.sqrt((w * w).sum(-1))
+        take = np.flatnonzero((n < 4) & (norm > 1e-9 * size))
+        F[take, :, n[take]] = w[take] / norm[take, None]
+        n[take] += 1
+    return F
 
 
 def cholesky2(S: np.ndarray) -> np.ndarray:
@@ -321,17 +388,26 @@ class PopulationPGD(Algorithm):
 
     ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (SPEC 6), so
     the iterates stay in ``span{k0, v0, k*, v*}``: in the reduced form ``D = 4`` and ``k* = e1``, ``v* = e2``.
+    :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
+    (``_pgd_step.c``, the same arithmetic), when it applies and can be built (``kernel=None``: if available).
     """
 
     stochastic = False
 
-    def __init__(self, eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float):
+    def __init__(self, eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float,
+                 kernel: bool | None = None):
         self.eval_task, self.kind = eval_task, ERF
         self.KV = np.array(KV0, dtype=np.float64)
         self.ks = eval_task.k_star.detach().to("cpu", torch.float64).numpy()
         self.vs = eval_task.v_star.detach().to("cpu", torch.float64).numpy()
         self.lr, self.M, self.L, self.gamma = lr, M, L, gamma
         self._grad = None
+        # the one condition for the compiled step: it implements float64 PGD on the noise-free closed form
+        applies = self.KV.dtype == np.float64
+        self._kernel = slr.kernel.pgd_step() if applies and kernel is not False else None
+        if kernel and self._kernel is None:
+            raise RuntimeError("the compiled PGD step is not available (a build failure is logged as a warning)")
+        self.kernel = "compiled" if self._kernel is not None else "numpy"
 
     def step(self, lam: float) -> None:
         if self._grad is None or self._grad.lam != lam:
@@ -342,6 +418,19 @@ class PopulationPGD(Algorithm):
         G[:, 0] = Rk[:, None] * ks + Re[:, None] * vs + Rr[:, None] * v
         G[:, 1] = Rn[:, None] * vs + Rt[:, None] * ks + Rr[:, None] * k
         self.KV = retract(self.KV, G, self.lr, True)
+
+    def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
+        """Steps ``t, t+1, ...`` at ``lams`` in one kernel call; see :meth:`Algorithm.advance`."""
+        fn, owens_t, erf = self._kernel
+        self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
+        lams = np.ascontiguousarray(lams, dtype=np.float64)
+        R, _, D = self.KV.shape
+        at = np.full(R, -1, dtype=np.int64)
+        done = fn(R, D, len(lams), lams.ctypes.data, self.lr, self.M, self.gamma, self.L, self.KV.ctypes.data,
+                  self.ks.ctypes.data, self.vs.ctypes.data, owens_t, erf, t, at.ctypes.data, EXPLODED_NORM)
+        if done < 0:
+            raise MemoryError("the PGD kernel could not allocate its buffer")
+        return t + done, at
 
 
 class PerturbedPGD(PopulationPGD):
@@ -360,7 +449,7 @@ class PerturbedPGD(PopulationPGD):
 
     def __init__(self, eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, gamma: float, d: int,
                  dtype: str = "float64", noise: float = 0.0, rng: np.random.Generator | None = None):
-        super().__init__(eval_task, KV0, lr=lr, M=M, L=L, gamma=gamma)
+        super().__init__(eval_task, KV0, lr=lr, M=M, L=L, gamma=gamma, kernel=False)  # the numpy step only
         self.dtype, self.noise, self.d, self.rng = np.dtype(dtype), float(noise), int(d), rng
         self.reduced = isinstance(eval_task, ReducedTask)
         if self.noise > 0 and rng is None:
@@ -412,6 +501,8 @@ def population_pgd(eval_task, KV0: np.ndarray, *, lr: float, M: float, L: int, g
 class Frozen(Algorithm):
     """No training: the predictor stays at its initialisation (``train=none``)."""
 
+    kernel = None
+
     def __init__(self, eval_task, kind: AttentionKind, KV0):
         self.eval_task, self.kind, self.KV = eval_task, kind, KV0
 
@@ -439,7 +530,9 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
     ``EXPLODED_NORM`` (checked after every step when the state is on the CPU, for a few microseconds a step; at
     the logged steps for a state on a GPU, to keep the device asynchronous), or at a logged step whose numbers for it
     are non-finite or whose norms reach ``EXPLODED_NORM``. Its rows logged before stay, the other repeats go on,
-    and the loop stops early when no repeat is left.
+    and the loop stops early when no repeat is left. An algorithm with a compiled kernel (``algo.kernel ==
+    "compiled"``) runs the steps between two logged steps in one :meth:`Algorithm.advance` call, which does the
+    same per-step check: the rows and the divergence steps are those of the step-by-step loop.
     """
     from tqdm.auto import tqdm
 
@@ -467,6 +560,14 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
+            if getattr(algo, "kernel", None) == "compiled":  # to the next logged step in one call, same checks in C
+                n = min(log_every - t % log_every, steps - t)
+                t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
+                bad = at >= 0
+                hist.diverged_at[bad], alive[bad] = at[bad], False
+                bar.update(t_next - t)
+                t = t_next
+                continue
             algo.step(lam)
             t += 1
             if every_step:

@@ -25,9 +25,11 @@ TINY = ["task.d=12", "task.L=4", "train.steps=20", "train.log_every=10", "train.
 
 
 def _tiny(*overrides: str) -> list[str]:
-    """TINY with ``overrides`` replacing its entries for the same keys (one value per key on a command line)."""
+    """TINY with ``overrides`` replacing its entries for the same keys or their parents (one value per key on a
+    command line; ``figures.pdf=...`` replaces ``figures=false``)."""
     keys = {o.lstrip("+").split("=", 1)[0] for o in overrides}
-    return [o for o in TINY if o.split("=", 1)[0] not in keys] + list(overrides)
+    parents = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys | parents] + list(overrides)
 
 
 # (overrides, the field the message must name); each is refused by slr.config.check
@@ -82,6 +84,11 @@ REFUSED_BY_CHECK = [
     (["eval.bayes_is=-1"], "eval.bayes_is"),
     (["train.log_test_size=-1"], "train.log_test_size"),
     (["train.schedule_rate=-1"], "train.schedule_rate"),
+    # figures: true, false, or figures.pdf=true|false
+    (["figures=maybe"], "figures"),
+    (["figures=3"], "figures"),
+    (["figures.pdf=maybe"], "figures.pdf"),
+    (["+figures.foo=1"], "figures.foo"),
     # combinations
     (["train=pgd", "predictor=softmax"], "predictor"),  # no closed-form population risk for softmax attention
     (["train=pgd", "task.d=4"], "task.d"),  # pgd runs on the reduced simulator by default

@@ -61,7 +61,8 @@ def test_the_wheel_carries_the_configs_and_the_kernel_source(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     configs = {str(p.relative_to(REPO)) for p in (REPO / "slr" / "conf").rglob("*.yaml")}
     assert configs and configs <= names, sorted(configs - names)
-    assert "slr/_reduced_step.c" in names
+    sources = {f"slr/{p.name}" for p in (REPO / "slr").glob("*.c")}
+    assert {"slr/_reduced_step.c", "slr/_pgd_step.c"} <= sources <= names
     assert not any(n.startswith(("tests/", "scripts/", "docs/")) for n in names)
 
 
@@ -80,6 +81,7 @@ def test_a_run_from_another_directory_lands_in_its_outputs(installed):
     assert summary["status"] == "ok" and summary["trained"]["steps_done"] == 50
     assert (run_dir / "metrics.csv").stat().st_size > 0 and (run_dir / ".hydra" / "config.yaml").is_file()
     assert list(installed["cache"].glob("reduced_step-*.so")), "the kernel source did not compile into the cache"
+    assert summary["trained"]["kernel"] == "compiled"
     report = _run([b / "slr-report", run_dir], work, env).stdout
     assert "status: ok" in report and "trained erf attention" in report
 

@@ -34,7 +34,7 @@ def test_preset_has_the_papers_settings(make_cfg, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_shrunk_preset_runs(make_cfg, preset, tmp_path):
     cfg = make_cfg(f"experiment={preset}", "train.repeats=3", "train.steps=300", "train.log_every=100",
-                   "eval.n_test=500", "eval.bayes_is=1000", "train.schedule_rate=0.01")
+                   "eval.n_test=500", "eval.bayes_is=1000", "train.schedule_rate=0.01", "figures.pdf=true")
     summary = run(cfg, out_dir=tmp_path)
     assert summary["status"] == "ok"
     m = pd.read_csv(tmp_path / "metrics.csv")

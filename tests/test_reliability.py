@@ -383,22 +383,27 @@ def test_different_seeds_give_different_task_initialisation_and_data(make_cfg, t
 
 @pytest.mark.slow
 def test_basic_and_joblib_launchers_give_identical_numbers(make_cfg, tmp_path):
-    args = ["-m", *TINY, "figures=false", "seed=0,1"]
+    """Every simulator and kernel: SGD on the full simulator (torch), on the reduced one (the compiled kernel and
+    its numpy Gaussian source), PGD in R^d and in 4 coordinates (compiled); two seeds each."""
+    args = ["-m", *TINY, "figures=false", "seed=0,1", "train=sgd,pgd", "train.simulator=full,reduced"]
     procs = {name: launch([*args, f"hydra/launcher={name}", f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
              for name in ("basic", "joblib")}
     results = {name: finish(p) for name, p in procs.items()}
     for name, r in results.items():
         assert r["rc"] == 0, (name, r["err"])
-    run(make_cfg(*TINY, "figures=false", "seed=1"), out_dir=tmp_path / "in_process")
-    for seed in (0, 1):
-        basic, joblib = (job_folder(tmp_path / name, f"seed={seed}") for name in ("basic", "joblib"))
-        assert (basic / "metrics.csv").read_bytes() == (joblib / "metrics.csv").read_bytes()
+    jobs = sorted(p.name for p in (tmp_path / "basic").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 8
+    for job in jobs:
+        basic, joblib = (tmp_path / name / job for name in ("basic", "joblib"))
+        assert (basic / "metrics.csv").read_bytes() == (joblib / "metrics.csv").read_bytes(), job
         assert without_timings(strict_json(basic / "summary.json")) == \
-            without_timings(strict_json(joblib / "summary.json"))
-    basic = job_folder(tmp_path / "basic", "seed=1")
-    assert (basic / "metrics.csv").read_bytes() == (tmp_path / "in_process" / "metrics.csv").read_bytes()
-    assert without_timings(strict_json(basic / "summary.json")) == \
-        without_timings(strict_json(tmp_path / "in_process" / "summary.json"))
+            without_timings(strict_json(joblib / "summary.json")), job
+    for overrides in (["train=sgd", "train.simulator=full"], ["train=sgd", "train.simulator=reduced"]):
+        out = tmp_path / "in_process" / overrides[1]
+        run(make_cfg(*TINY, "figures=false", "seed=1", *overrides), out_dir=out)
+        basic, = [p for p in (tmp_path / "basic").iterdir() if {"seed=1", *overrides} <= set(p.name.split(","))]
+        assert (basic / "metrics.csv").read_bytes() == (out / "metrics.csv").read_bytes()
+        assert without_timings(strict_json(basic / "summary.json")) == without_timings(strict_json(out / "summary.json"))
 
 
 # ----- no pickles --------------------------------------------------------------------------------------------------

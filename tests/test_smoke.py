@@ -76,3 +76,73 @@ def test_alignment_line_counts_aligned_and_swapped_repeats():
     assert "2 of 4 repeats aligned" in line and "1 with k on ±v*" in line and "lam 4 -> 0.5" in line
     assert "median |kappa| 0.960" in line
     assert alignment_line({}) is None
+
+
+# ----- figures: PNG by default, PDF on request, none with figures=false -------------------------------------------
+SMALL = ["task.d=12", "task.L=4", "train.steps=20", "train.log_every=10", "train.repeats=2", "eval.n_test=300",
+         "eval.bayes_is=0"]
+
+
+def test_figures_are_png_by_default_and_pdf_on_request(make_cfg, tmp_path):
+    run(make_cfg(*SMALL), out_dir=tmp_path / "png")
+    assert [p.name for p in (tmp_path / "png" / "figures").iterdir()] == ["dynamics.png"]
+    run(make_cfg(*SMALL, "figures.pdf=true"), out_dir=tmp_path / "pdf")
+    assert sorted(p.name for p in (tmp_path / "pdf" / "figures").iterdir()) == ["dynamics.pdf", "dynamics.png"]
+    assert (tmp_path / "pdf" / "figures" / "dynamics.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_figures_false_writes_no_figure_and_slr_report_reads_the_run(make_cfg, tmp_path, capsys):
+    from slr.report import main as report
+
+    summary = run(make_cfg(*SMALL, "train.simulator=reduced", "figures=false"), out_dir=tmp_path)
+    assert summary["status"] == "ok" and summary["timings"]["figures_s"] < 0.1
+    assert not (tmp_path / "figures").exists()
+    assert report([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "status: ok" in out and "reduced simulator, compiled step" in out
+    assert "trained erf attention [2 repeats]" in out  # the comparison table
+
+
+def test_the_summary_says_which_kernel_trained(make_cfg, tmp_path):
+    """``trained.kernel``: the compiled C step (reduced SGD, PGD) or numpy's (no compiler), torch for the full
+    simulator's SGD and ERM, none without training."""
+    expected = {("train=sgd",): "torch", ("train=sgd", "train.simulator=reduced"): "compiled",
+                ("train=pgd",): "compiled", ("train=pgd", "train.simulator=full"): "compiled",
+                ("train=erm", "train.n_train=20"): "torch", ("train=none",): None}
+    for i, (overrides, kernel) in enumerate(expected.items()):
+        cfg = make_cfg(*SMALL, "figures=false", *overrides, *(["train.steps=0"] if "train=none" in overrides else []))
+        assert run(cfg, out_dir=tmp_path / str(i))["trained"]["kernel"] == kernel, overrides
+
+
+# ----- start-up: what --help, a refused config and slr-report import --------------------------------------------
+def test_the_app_and_slr_report_start_without_torch_or_matplotlib():
+    """Importing the app, composing a config and refusing it load neither torch nor matplotlib (nor pandas, scipy,
+    seaborn); slr-report adds pandas (its tables), not torch or matplotlib: ``slr --help``, a config error and
+    ``slr-report`` answer in about a second (README, start-up)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import slr, slr.run, slr.config
+from hydra import compose, initialize_config_dir
+with initialize_config_dir(config_dir=str(slr.config.CONF_DIR), version_base="1.3"):
+    cfg = compose(config_name="config", overrides=["task.d=1"])
+try:
+    slr.config.check(cfg)
+except slr.config.ConfigError:
+    pass
+heavy = lambda: ",".join(sorted(m for m in ("torch", "matplotlib", "pandas", "scipy", "seaborn") if m in sys.modules))
+print(heavy() or "none")
+import slr.report
+print(heavy())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["none", "pandas"]
+
+
+def test_the_init_names_of_the_config_are_those_of_train():
+    from slr.config import INIT_NAMES
+    from slr.train import INITS
+
+    assert tuple(INITS) == INIT_NAMES

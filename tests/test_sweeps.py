@@ -235,6 +235,15 @@ def test_replicates_of_a_bayes_excess_near_and_below_the_floating_point_range():
     assert means.loc[100000, "value"] == 0.0 and means.loc[100000, "log10"] == pytest.approx(-9797.6)
 
 
+def test_identical_replicates_keep_their_own_standard_error():
+    """Every seed of a task shares one importance-sampling Bayes estimate (computed once, cached): their spread is 0
+    and says nothing, so the mean over seeds carries the estimate's own standard error."""
+    rows = [dict(estimator="bayes", estimator_name="Bayes-optimal", value=2e-40, se=1e-41, lam=None,
+                 source="importance sampling", log10=-39.7, **{"task.d": 400, "seed": s}) for s in range(3)]
+    means = sweep.over_replicates(pd.DataFrame(rows), "task.d")
+    assert means["se"].tolist() == [1e-41] and means["n"].tolist() == [3]
+
+
 @pytest.mark.parametrize("preset", SWEEP_PRESETS)
 def test_sweep_presets_declare_their_sweep_and_every_point_is_valid(preset):
     """Each preset sweeps through ``hydra.sweeper.params``; the first and the last value of every swept key compose
