@@ -118,3 +118,64 @@ def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> lis
         out.append(p)
     plt.close(fig)
     return out
+
+
+def module_figure(metrics: pd.DataFrame, references: Mapping[str, float] | None = None,
+                  attention_references: Mapping[str, float] | None = None, title: str | None = None):
+    """Training of a torch module (SPEC 9) from its metrics table (one row per repeat and logged step), median and
+    95% band over repeats: (a) Monte Carlo test excess risk vs step with horizontal reference lines; (b) the mean
+    attention weight on the informative token ``J0`` with references (uniform ``1/L``, the Bayes posterior's);
+    (c) ``|kappa|``, ``|nu|``: cosines of the effective key and value directions with ``k*``, ``v*``, when the
+    module defines them. Returns ``(fig, axes)``."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    palette = sns.color_palette("deep")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), layout="constrained")
+    df = metrics.reindex(columns=list(dict.fromkeys([*metrics.columns, *METRIC_COLUMNS, "attention_on_J0"])))
+    R = df["repeat"].nunique()
+
+    ax = axes[0]
+    if df["test_excess"].notna().any():
+        _band_plot(ax, band(df, "test_excess"), "test (Monte Carlo)", palette[0])
+        lo = np.nanmin(df["test_excess"][df["test_excess"] > 0]) if (df["test_excess"] > 0).any() else 1e-12
+        for i, (name, value) in enumerate((references or {}).items()):
+            if value is None or not np.isfinite(value) or value <= 0:
+                continue
+            if value < lo / 1e3:
+                ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
+            else:
+                ax.axhline(value, ls="--", lw=1, color=palette[3 + i], label=f"{name} ({value:.3g})")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no test excess logged (train.log_test_size=0)")
+    ax.set(xlabel="step", ylabel="excess risk  E(f(X) - W)²", title="(a) test excess risk")
+
+    ax = axes[1]
+    if df["attention_on_J0"].notna().any():
+        _band_plot(ax, band(df, "attention_on_J0"), "trained", palette[2])
+        for i, (name, value) in enumerate((attention_references or {}).items()):
+            if value is not None and np.isfinite(value):
+                ax.axhline(value, ls="--", lw=1, color=palette[5 + i], label=f"{name} ({value:.3g})")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        _no_data(ax, "the module has no attention(X)")
+    ax.set(xlabel="step", ylabel="mean attention weight on J0", title="(b) attention on the informative token")
+
+    ax = axes[2]
+    if df["kappa"].notna().any():
+        df["abs_kappa"], df["abs_nu"] = df["kappa"].abs(), df["nu"].abs()
+        _band_plot(ax, band(df, "abs_kappa"), "|κ| = |cos(u_K, k*)|", palette[0])
+        _band_plot(ax, band(df, "abs_nu"), "|ν| = |cos(u_V, v*)|", palette[2])
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        _no_data(ax, "no effective key/value directions\n(defined for pool=query, 1 block, 1 head, no MLP)")
+    ax.set(xlabel="step", ylabel="cosine", title="(c) effective key and value directions")
+    if title:
+        fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+    return fig, axes
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
