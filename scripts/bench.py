@@ -12,6 +12,10 @@ Measures (single torch thread, as in every job):
   sgd_reduced_d        reduced SGD step at d=100000 over d=80                                    target <= 1.3
   pgd_reduced_vs_full  population PGD step at d=400, 30 repeats: full R^d over 4 coordinates
   zeta_quadrature      zeta(t, g) by quadrature (as the paper's code) over the Owen's-T closed form
+  modules_looped_vs_stacked  time per online Adam step of train.repeats transformers (predictor=transformer's
+                       defaults, d_model=16): a loop over the repeats over one vmap over their stacked parameters,
+                       at experiment=transformer's batch (32) and a large one (256), d=20 L=5 and d=80 L=10,
+                       8 and 30 repeats
   paper                the five presets of SPEC 5 through scripts/reproduce_paper.py (2 jobs): wall time,
                        per-experiment seconds and steps per second                               target <= 60 s
 Results are printed and written to outputs/bench/<date>_<time>.json.
@@ -131,6 +135,28 @@ def bench_paper() -> dict:
         ["experiment", "status", "steps", "seconds", "steps_per_s"]].to_dict("records"))}
 
 
+def bench_modules(steps: int) -> dict:
+    """Stacked (vmap over the repeats' stacked parameters) vs looped repeats of the transformer, online Adam."""
+    from slr.models import Transformer
+    from slr.train_modules import OnlineTraining, build
+
+    out = {}
+    for d, L, R, B in [(20, 5, 8, 256), (20, 5, 8, 32), (20, 5, 30, 32), (80, 10, 8, 256), (80, 10, 8, 32)]:
+        task = Task(d, L, GAMMA, 0.1, seed=0)
+        times = {}
+        for use_vmap in (True, False):
+            modules = build(task, lambda: Transformer(d, L, d_model=16), R, np.arange(R))
+            algo = OnlineTraining(task, modules, batch_size=B, optimizer="adam", lr=0.01, weight_decay=0.0,
+                                  steps=10**9, warmup_steps=0, lr_decay="constant",
+                                  generator=torch_generator(0, "train"), dtype=torch.float32, name="transformer",
+                                  use_vmap=use_vmap)
+            n = max(20, steps * 8 // (R * B))
+            times[use_vmap] = per_step(algo, None, n, repeats=2)
+        out[f"modules_looped_vs_stacked_d{d}_R{R}_B{B}"] = dict(
+            stacked_ms=times[True] * 1e3, looped_ms=times[False] * 1e3, ratio=times[False] / times[True])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip the full-scale paper experiments")
@@ -139,7 +165,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     results = {}
     for name, fn in [("sgd", lambda: bench_sgd(args.steps)), ("pgd", lambda: bench_pgd(args.steps)),
-                     ("zeta", bench_zeta)] + ([] if args.quick else [("paper", bench_paper)]):
+                     ("zeta", bench_zeta), ("modules", lambda: bench_modules(args.steps))] + (
+                         [] if args.quick else [("paper", bench_paper)]):
         print(f"[bench] {name} ...", flush=True)
         results.update(fn())
     print()

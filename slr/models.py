@@ -68,7 +68,7 @@ class Transformer(nn.Module):
     - ``pool="mean"``: the mean of the tokens' final representations.
     """
 
-    def __init__(self, d: int, L: int, d_model: int = 64, n_heads: int = 1, n_layers: int = 1, mlp: float = 0.0,
+    def __init__(self, d: int, L: int, d_model: int = 16, n_heads: int = 1, n_layers: int = 1, mlp: float = 0.0,
                  norm: str = "none", pool: str = "query"):
         super().__init__()
         if norm not in NORMS or pool not in POOLS or n_layers < 1 or n_heads < 1 or d_model % n_heads or mlp < 0:

@@ -311,7 +311,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                               steps_done=hist.steps_done, lam_final=lam, repeats=tc.repeats, alive=int(alive.sum()),
                               diverged_at=hist.diverged_at)
     if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
-        summary["trained"].update(predictor=algo.name, optimizer=tc.optimizer, parameters=algo.n_parameters,
+        summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
+                                  optimizer=tc.optimizer, parameters=algo.n_parameters,
                                   stacked=algo.stack.use_vmap, directions=algo.defines_directions)
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
