@@ -341,7 +341,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         metrics, title = pd.DataFrame(hist.rows, columns=list(columns)), f"{cfg.name}: {task}, {tc.algo}"
         if algo.kind is None:  # a torch module
             attention_refs = {"uniform, 1/L": 1.0 / task.L, "Bayes posterior": excess["bayes"].get("attention_on_J0")}
-            fig, _ = module_figure(metrics, refs, attention_refs, title=f"{title} ({tc.optimizer})")
+            fig, _ = module_figure(metrics, refs, attention_refs, title=f"{cfg.name}: {task}, {summary['trained']['algo']}")
         else:
             fig, _ = dynamics_figure(metrics, refs, title=title)
         save(fig, out / "figures" / "dynamics")

@@ -307,6 +307,15 @@ def test_a_module_vmap_cannot_run_falls_back_to_a_loop(make_cfg, tmp_path, caplo
     assert "one after another" in caplog.text
 
 
+def test_a_diverging_module_is_stopped_and_recorded(make_cfg, tmp_path):
+    """Plain SGD at lr = 100 blows the parameters up: each repeat stops at the step it is found, status diverged."""
+    cfg = make_cfg("predictor=transformer", "task.d=10", "task.L=4", "train.lr=100", "train.steps=30",
+                   "train.log_every=10", "train.repeats=2", "eval.n_test=500", "eval.bayes_is=0", "figures=false")
+    summary = run(cfg, out_dir=tmp_path)
+    assert summary["status"] == "diverged" and all(0 < t <= 30 for t in summary["trained"]["diverged_at"])
+    assert "trained" not in summary["excess"] and summary["excess"]["bayes"]["mc"] > 0
+
+
 # ----- refusals --------------------------------------------------------------------------------------------------
 BROKEN = {  # target: what the message must say
     f"{HERE}.NoSuchNet": "building it",
