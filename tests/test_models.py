@@ -265,6 +265,18 @@ def test_transformer_run_lowers_the_test_excess_and_reports_its_diagnostics(make
     assert (tmp_path / "figures" / "dynamics.png").stat().st_size > 10_000
 
 
+def test_same_config_and_seed_give_the_same_numbers(make_cfg, tmp_path):
+    """Bitwise: each repeat's initialisation comes from its own seed, the data from the run's train stream."""
+    cfg = make_cfg("predictor=module", f"predictor.model._target_={HERE}.TinyNet", *SMALL, "train.steps=10",
+                   "figures=false")
+    a, b = (run(cfg, out_dir=tmp_path / name) for name in "ab")
+    assert a["excess"]["trained"]["per_repeat"].tolist() == b["excess"]["trained"]["per_repeat"].tolist()
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
+    c = run(make_cfg("predictor=module", f"predictor.model._target_={HERE}.TinyNet", *SMALL, "train.steps=10",
+                     "figures=false", "seed=1"), out_dir=tmp_path / "c")
+    assert c["excess"]["trained"]["per_repeat"].tolist() != a["excess"]["trained"]["per_repeat"].tolist()
+
+
 def test_erf_run_reports_attention_on_J0(make_cfg, tmp_path):
     summary = run(make_cfg("task.d=12", "task.L=4", "train.steps=10", "train.repeats=2", "eval.n_test=500",
                            "eval.bayes_is=0", "figures=false"), out_dir=tmp_path)
