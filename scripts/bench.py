@@ -23,6 +23,10 @@ Measures (single torch thread, as in every job):
                        (target <= 3 s; cold: the Bayes excess computed, warm: from the cache), and its training
                        with the default logging over training with train.log_every=20000 (target <= 2)
   startup              process wall of `slr --help`, of a refused config (`slr task.d=1`) and of `slr-report RUN`
+  modules_looped_vs_stacked  time per online Adam step of train.repeats transformers (predictor=transformer's
+                       defaults, d_model=16): a loop over the repeats over one vmap over their stacked parameters,
+                       at experiment=transformer's batch (32) and a large one (256), d=20 L=5 and d=80 L=10,
+                       8 and 30 repeats
   paper                the five presets of SPEC 5 through scripts/reproduce_paper.py (2 jobs): wall time,
                        per-experiment seconds and steps per second                               target <= 15 s
 Results are printed and written to outputs/bench/<date>_<time>.json.
@@ -261,6 +265,28 @@ def bench_paper(root: Path) -> dict:
                 .to_dict("records"))
 
 
+def bench_modules(steps: int) -> dict:
+    """Stacked (vmap over the repeats' stacked parameters) vs looped repeats of the transformer, online Adam."""
+    from slr.models import Transformer
+    from slr.train_modules import OnlineTraining, build
+
+    out = {}
+    for d, L, R, B in [(20, 5, 8, 256), (20, 5, 8, 32), (20, 5, 30, 32), (80, 10, 8, 256), (80, 10, 8, 32)]:
+        task = Task(d, L, GAMMA, 0.1, seed=0)
+        times = {}
+        for use_vmap in (True, False):
+            modules = build(task, lambda: Transformer(d, L, d_model=16), R, np.arange(R))
+            algo = OnlineTraining(task, modules, batch_size=B, optimizer="adam", lr=0.01, weight_decay=0.0,
+                                  steps=10**9, warmup_steps=0, lr_decay="constant",
+                                  generator=torch_generator(0, "train"), dtype=torch.float32, name="transformer",
+                                  use_vmap=use_vmap)
+            n = max(20, steps * 8 // (R * B))
+            times[use_vmap] = per_step(algo, None, n, repeats=2)
+        out[f"modules_looped_vs_stacked_d{d}_R{R}_B{B}"] = dict(
+            stacked_ms=times[True] * 1e3, looped_ms=times[False] * 1e3, ratio=times[False] / times[True])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip the full-scale paper experiments")
@@ -275,7 +301,7 @@ def main(argv=None) -> int:
     results["load_before"] = os.getloadavg()
     print(f"[bench] load average: {results['load_before']}", flush=True)
     for name, fn in [("sgd", lambda: bench_sgd(args.steps)), ("pgd", lambda: bench_pgd(args.steps)),
-                     ("zeta", bench_zeta)]:
+                     ("zeta", bench_zeta), ("modules", lambda: bench_modules(args.steps))]:
         print(f"[bench] {name} ...", flush=True)
         results.update(fn())
     print("[bench] steps (training loop, logging off) ...", flush=True)
@@ -311,7 +337,7 @@ def report(results: dict) -> None:
 
     print()
     for key in ("sgd_reduced_vs_full", "sgd_reduced_vs_full_300", "sgd_reduced_d", "pgd_reduced_vs_full",
-                "pgd_compiled_vs_numpy", "zeta_quadrature"):
+                "pgd_compiled_vs_numpy", "zeta_quadrature", *sorted(k for k in results if k.startswith("modules_"))):
         print(f"{key:<24}", fmt(results[key]))
     for section in ("steps", "job", "startup", "paper"):
         for k, r in results.get(section, {}).items():

@@ -165,6 +165,18 @@ def main(argv=None) -> int:
         print("\nratio of excess risk to the Bayes excess risk")
         print(sweep.wide(curves[curves["label"] != reference], x, "ratio", "ratio_se").to_string())
 
+    diag = sweep.trained_diagnostics(done)
+    quantities = [q for q in ("attention_on_J0", "abs_kappa", "abs_nu") if q in diag and diag[q].notna().any()]
+    if quantities:  # what the trained predictors converge to, mean over seeds
+        by = ["estimator_name", *[g for g in groups if g in diag and  # a group that varies for one predictor
+                                    diag.groupby("estimator_name")[g].nunique(dropna=False).max() > 1]]
+        table = diag.groupby([*by, *([x] if x else [])], dropna=False)[quantities].mean()
+        table = table.unstack(by) if x else table
+        print("\nwhat the trained predictors converge to (medians over repeats, mean over seeds): attention on J0 "
+              "(mean weight on the informative token), |kappa|, |nu| (key and value directions; effective ones for a "
+              "transformer)")
+        print(table.to_string(float_format=lambda v: f"{v:.3g}"))
+
     out = args.out or args.sweep_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     if x:

@@ -15,7 +15,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
@@ -47,6 +47,30 @@ class PredictorConfig:
 
 
 @dataclass
+class TransformerConfig:
+    """A standard transformer on the tokens (SPEC 9, :class:`slr.models.Transformer`): ``n_layers`` blocks of
+    ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``; pre-LayerNorm when
+    ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the tokens' mean (``mean``)."""
+
+    name: str = "transformer"
+    d_model: int = 16
+    n_heads: int = 1
+    n_layers: int = 1
+    mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
+    norm: str = "none"  # pre | none
+    pool: str = "query"  # query | mean
+
+
+@dataclass
+class ModuleConfig:
+    """A user's ``torch.nn.Module``: ``hydra.utils.instantiate(model, d=task.d, L=task.L)``; ``forward(X)`` maps
+    (B, L, d) to (B,). Constructor arguments are added as ``+predictor.model.NAME=value``."""
+
+    name: str = "module"
+    model: Dict[str, Any] = field(default_factory=lambda: {"_target_": None})
+
+
+@dataclass
 class TrainConfig:
     """Fields shared by every algorithm (SPEC 4)."""
 
@@ -73,6 +97,11 @@ class SGDConfig(TrainConfig):
     projected: bool = True
     log_test_size: int = 1000  # test samples behind the Monte Carlo excess logged with each row
     dtype: str = "float32"  # of the full simulator's samples and parameters (the reduced one is float64)
+    # torch modules (predictor=transformer|module) only; attention keeps its projected SGD
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    lr_decay: str = "constant"  # constant | cosine (to 0 at the last step)
 
 
 @dataclass
@@ -91,10 +120,14 @@ class ERMConfig(TrainConfig):
 
     algo: str = "erm"
     n_train: int = 1000
-    optimizer: str = "gd"  # gd | adam
+    optimizer: str = "gd"  # gd | adam (attention); gd | sgd | adam | adamw (torch modules; gd = sgd on the full set)
     projected: bool = True
     log_test_size: int = 1000
     dtype: str = "float32"
+    # torch modules (predictor=transformer|module) only
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_decay: str = "constant"  # constant | cosine
 
 
 @dataclass
@@ -119,7 +152,7 @@ class EvalConfig:
 @dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    predictor: Any = MISSING  # one schema per predictor family: PREDICTOR_SCHEMAS
     train: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
@@ -174,6 +207,14 @@ def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
     if fig is False:
         return ()
     return ("png", "pdf") if isinstance(fig, DictConfig) and fig.get("pdf") is True else ("png",)
+PREDICTOR_SCHEMAS = {"erf": PredictorConfig, "softmax": PredictorConfig, "transformer": TransformerConfig,
+                     "module": ModuleConfig}
+MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr/train_modules.py)
+
+
+def is_module(cfg: DictConfig) -> bool:
+    """Whether the run trains a torch module (SPEC 9) rather than (k, v) attention."""
+    return OmegaConf.select(cfg, "predictor.name") in MODULE_PREDICTORS
 
 
 def register() -> None:
@@ -184,6 +225,8 @@ def register() -> None:
     cs.store(name="config_schema", node=Config)
     cs.store(name="task_schema", node=TaskConfig)
     cs.store(name="predictor_schema", node=PredictorConfig)
+    cs.store(name="predictor_transformer_schema", node=TransformerConfig)
+    cs.store(name="predictor_module_schema", node=ModuleConfig)
     for name, schema in TRAIN_SCHEMAS.items():
         cs.store(name=f"train_{name}_schema", node=schema)
     cs.store(name="landscape_app_schema", node=LandscapeAppConfig)
@@ -332,8 +375,11 @@ def check(cfg: DictConfig) -> None:
     _number(cfg, "task.signal", low=0, low_open=True, optional=True,
             what="a finite number > 0, or null for the paper's sqrt(d/2)")
     _choice(cfg, "task.axes", ("random", "fixed"))
-    _choice(cfg, "predictor.name", ("erf", "softmax"))
-    if OmegaConf.select(cfg, "predictor.lam") == "auto":
+    _choice(cfg, "predictor.name", tuple(PREDICTOR_SCHEMAS))
+    _predictor_schema(cfg)
+    if is_module(cfg):
+        pass
+    elif OmegaConf.select(cfg, "predictor.lam") == "auto":
         if cfg.predictor.name != "erf":
             raise ConfigError("predictor.lam", "auto", "a number > 0 with softmax attention: lam=auto is the best lam "
                               "of the erf oracle (theory.best_oracle_lam), which has no softmax counterpart")
@@ -355,14 +401,15 @@ def check(cfg: DictConfig) -> None:
             _number(cfg, f"train.{key}", low=1, integer=True)
     if "log_test_size" in cfg.train:
         _number(cfg, "train.log_test_size", low=0, integer=True)
-    if "optimizer" in cfg.train:
-        _choice(cfg, "train.optimizer", ("gd", "adam"))
+    if "optimizer" in cfg.train and not is_module(cfg):
+        _choice(cfg, "train.optimizer", ("gd", "adam") if algo == "erm" else ("sgd",))
     if "dtype" in cfg.train:
         _choice(cfg, "train.dtype", ("float32", "float64"))
     _figures(cfg)
     _number(cfg, "eval.n_test", low=2, integer=True)
     _number(cfg, "eval.bayes_is", low=0, integer=True)
     _choice(cfg, "eval.simulator", ("full", "reduced"), optional=True)
+    _module_training(cfg)
     if algo == "none" and cfg.train.steps != 0:
         raise ConfigError("train.steps", cfg.train.steps, "0 with train=none (the predictor is evaluated at its "
                           "initialisation; choose train=sgd, pgd or erm to train it)")
@@ -431,6 +478,76 @@ def initial_lam(cfg: DictConfig, d: int, L: int, gamma: float, signal: float | N
 def learning_rate(cfg: DictConfig, d: int) -> float:
     """The step size used: ``train.lr``, divided by ``d`` with ``train.lr_scale=d``."""
     return cfg.train.lr / d if cfg.train.get("lr_scale", "none") == "d" else cfg.train.lr
+
+
+def _predictor_schema(cfg: DictConfig) -> None:
+    """The predictor group and ``predictor.name`` agree, and no key was added to the group's schema."""
+    name = cfg.predictor.name
+    schema = OmegaConf.get_type(cfg.predictor)
+    if schema in PREDICTOR_SCHEMAS.values() and schema is not PREDICTOR_SCHEMAS[name]:
+        names = " or ".join(repr(n) for n, s in PREDICTOR_SCHEMAS.items() if s is schema)
+        raise ConfigError("predictor.name", name, f"{names}, given the predictor group chosen: choose the predictor "
+                          f"with predictor={name}, not predictor.name={name}")
+    _unknown_keys(cfg.predictor, PREDICTOR_SCHEMAS[name], "predictor.")
+
+
+def _module_training(cfg: DictConfig) -> None:
+    """Torch modules (SPEC 9): their options, what of the training applies to them, and a probe of a user's module.
+    For (k, v) attention: the torch-optimiser options stay at their defaults (they apply to modules only)."""
+    tc, algo = cfg.train, cfg.train.algo
+    extras = {"weight_decay": 0.0, "warmup_steps": 0, "lr_decay": "constant"}
+    if not is_module(cfg):
+        for key, default in extras.items():
+            if key in tc and tc[key] != default:
+                raise ConfigError(f"train.{key}", tc[key], f"{default!r} with {cfg.predictor.name} attention (it "
+                                  "applies to the torch optimisers of predictor=transformer and predictor=module)")
+        return
+    name = cfg.predictor.name
+    if algo not in ("sgd", "erm"):
+        raise ConfigError("train", algo, f"sgd (online: a fresh batch every step) or erm (a fixed training set) with "
+                          f"predictor={name}: a torch module has no closed-form risk to descend and no reduced form")
+    _choice(cfg, "train.optimizer", ("sgd", "adam", "adamw") if algo == "sgd" else ("gd", "sgd", "adam", "adamw"))
+    _number(cfg, "train.weight_decay", low=0)
+    _number(cfg, "train.warmup_steps", low=0, integer=True)
+    _choice(cfg, "train.lr_decay", ("constant", "cosine"))
+    for key, value, allowed, why in (
+            ("train.simulator", "reduced", "full", "a module reads every coordinate of every token"),
+            ("eval.simulator", "reduced", "full (or null)", "a module reads every coordinate of every token"),
+            ("train.lam_schedule", "inverse", "constant", "a module has no lam (train.lr_decay=cosine decays its lr)"),
+            ("train.projected", False, "true (it is ignored)", "a module's parameters are not on a sphere")):
+        if OmegaConf.select(cfg, key) == value:
+            raise ConfigError(key, value, f"{allowed} with predictor={name}: {why}")
+    if tc.init != "sphere":
+        raise ConfigError("train.init", tc.init, f"'sphere' (the default) with predictor={name}: the module is "
+                          "initialised by its own constructor, from the run's seed")
+    if name == "transformer":
+        for key in ("d_model", "n_heads", "n_layers"):
+            _number(cfg, f"predictor.{key}", low=1, integer=True)
+        _number(cfg, "predictor.mlp", low=0, what="a finite number >= 0 (hidden width / d_model; 0: attention only)")
+        _choice(cfg, "predictor.norm", ("pre", "none"))
+        _choice(cfg, "predictor.pool", ("query", "mean"))
+        if cfg.predictor.d_model % cfg.predictor.n_heads:
+            raise ConfigError("predictor.n_heads", cfg.predictor.n_heads, f"a divisor of predictor.d_model="
+                              f"{cfg.predictor.d_model} (each head gets d_model / n_heads dimensions)")
+        return
+    _probe_user_module(cfg)
+
+
+def _probe_user_module(cfg: DictConfig) -> None:
+    """Build the user's module (``predictor.model``, with ``d``, ``L`` of the task) and run it on a tiny batch."""
+    from slr.models import ModuleError, build_user_module, probe
+
+    target = OmegaConf.select(cfg, "predictor.model._target_")
+    allowed = ("the import path of a torch.nn.Module class (predictor.model._target_=mypkg.MyNet) whose constructor "
+               "takes d and L (given by slr) and any +predictor.model.NAME=value, and whose forward maps tokens "
+               "(B, L, d) to finite predictions (B,)")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError("predictor.model._target_", target, allowed)
+    try:
+        module = build_user_module(cfg.predictor.model, cfg.task.d, cfg.task.L)
+        probe(module, cfg.task.d, cfg.task.L, trainable=cfg.train.steps > 0)
+    except ModuleError as err:
+        raise ConfigError("predictor.model._target_", target, f"{allowed}; here {err}") from None
 
 
 def digest(cfg: DictConfig) -> str:

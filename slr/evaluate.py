@@ -56,6 +56,7 @@ class Comparison:
     n: int
     pooled_se: float = float("nan")  # Monte Carlo s.e. of the mean over repeats (samples are shared by repeats)
     pooled_over_bayes_se: float = float("nan")
+    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (SPEC 9), if any
 
 
 def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor], ReducedTask]:
@@ -86,17 +87,27 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
         predictors, task = reduce(predictors, task)
     generator = torch_generator(seed, "eval", task.device)
     acc = [[RunningMean() for _ in range(4)] for _ in predictors]  # excess, over Bayes, and their repeat means
+    att = [RunningMean() if callable(getattr(p, "attention", None)) else None for p in predictors]
     with torch.no_grad():
         for batch in batches(task, n, generator, chunk):
             f_star, var = predictors[0].posterior(batch.X)
-            for p, (ex, ov, ex_pool, ov_pool) in zip(predictors, acc):
+            for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att):
                 d2 = (p.predict(batch.X) - f_star).square()  # (..., m)
                 ex.add(d2 + var)
                 ov.add(d2)
                 ex_pool.add((d2 + var).reshape(-1, d2.shape[-1]).mean(0))
                 ov_pool.add(d2.reshape(-1, d2.shape[-1]).mean(0))
-    return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se))
-            for p, (ex, ov, ex_pool, ov_pool) in zip(predictors, acc)]
+                if a is not None:
+                    a.add(on_J0(p.attention(batch.X), batch.J0))
+    return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se),
+                       None if a is None else a.mean)
+            for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att)]
+
+
+def on_J0(weights: torch.Tensor, J0: torch.Tensor) -> torch.Tensor:
+    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,) (SPEC 9)."""
+    idx = J0.to(weights.device).expand(weights.shape[:-1]).unsqueeze(-1)
+    return weights.gather(-1, idx).squeeze(-1)
 
 
 def mc_excess(predictor: Predictor, task, n: int, seed: int = 0, *, simulator: str = "full",

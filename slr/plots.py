@@ -42,12 +42,12 @@ class Grid:
     ``metrics``: a DataFrame, or the row dicts of :class:`slr.train.History` (one per repeat and logged step).
     """
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, columns: tuple[str, ...] = METRIC_COLUMNS):
         if isinstance(metrics, (list, tuple)):
-            cols = {c: np.array([r.get(c, np.nan) for r in metrics], dtype=float) for c in METRIC_COLUMNS}
+            cols = {c: np.array([np.nan if r.get(c) is None else r[c] for r in metrics], dtype=float) for c in columns}
         else:
             cols = {c: (metrics[c].to_numpy(dtype=float) if c in metrics else np.full(len(metrics), np.nan))
-                    for c in METRIC_COLUMNS}
+                    for c in columns}
         cols = {c: np.where(np.isnan(v), np.nan, v) for c, v in cols.items()}  # None -> NaN
         self.steps, si = np.unique(cols["step"], return_inverse=True)
         repeats, ri = np.unique(cols["repeat"], return_inverse=True)
@@ -212,3 +212,70 @@ def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path
         out.append(p)
     plt.close(fig)
     return out
+
+
+def module_figure(metrics, references: Mapping[str, float] | None = None,
+                  attention_references: Mapping[str, float] | None = None, title: str | None = None):
+    """Training of a torch module (SPEC 9) from its metrics table (one row per repeat and logged step; a DataFrame or
+    row dicts), median and 95% band over repeats: (a) Monte Carlo test excess risk vs step with horizontal reference
+    lines; (b) the mean attention weight on the informative token ``J0`` with references (uniform ``1/L``, the Bayes
+    posterior's); (c) ``|kappa|``, ``|nu|``: cosines of the effective key and value directions with ``k*``, ``v*``,
+    when the module defines them. Returns ``(fig, axes)``."""
+    grid = Grid(metrics, (*METRIC_COLUMNS, "attention_on_J0"))
+    keep = _thin(len(grid.steps))
+    x = grid.steps[keep]
+    R = len(grid.repeats)
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(17, 5.4))
+        axes = fig.subplots(1, 3, gridspec_kw=dict(left=0.05, right=0.98, bottom=0.11, top=0.83, wspace=0.22))
+
+        ax = axes[0]
+        if grid.has("test_excess"):
+            _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[0])
+            positive = grid["test_excess"][grid["test_excess"] > 0]
+            lo = positive.min() if positive.size else 1e-12
+            for i, (name, value) in enumerate((references or {}).items()):
+                if value is None or not np.isfinite(value) or value <= 0:
+                    continue
+                if value < lo / 1e3:
+                    ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
+                else:
+                    ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            _no_data(ax, "no test excess logged (train.log_test_size=0)")
+        ax.set(xlabel="step", ylabel="excess risk  E(f(X) - W)²")
+        _title(ax, "(a) test excess risk")
+
+        ax = axes[1]
+        if grid.has("attention_on_J0"):
+            _band_plot(ax, x, grid["attention_on_J0"][keep], "trained", DEEP[2])
+            for i, (name, value) in enumerate((attention_references or {}).items()):
+                if value is not None and np.isfinite(value):
+                    ax.axhline(value, ls="--", lw=1, color=DEEP[5 + i], label=f"{name} ({value:.3g})")
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=8, loc="best")
+        else:
+            _no_data(ax, "the module has no attention(X)")
+        ax.set(xlabel="step", ylabel="mean attention weight on J0")
+        _title(ax, "(b) attention on the informative token")
+
+        ax = axes[2]
+        if grid.has("kappa"):
+            _band_plot(ax, x, np.abs(grid["kappa"][keep]), "|κ| = |cos(u_K, k*)|", DEEP[0])
+            if grid.has("nu"):
+                _band_plot(ax, x, np.abs(grid["nu"][keep]), "|ν| = |cos(u_V, v*)|", DEEP[2])
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=8, loc="best")
+        else:
+            _no_data(ax, "no effective key/value directions\n(defined for pool=query, 1 block, 1 head, no MLP)")
+        ax.set(xlabel="step", ylabel="cosine (dimensionless)")
+        _title(ax, "(c) effective key and value directions")
+        if title:
+            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+    return fig, axes
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)

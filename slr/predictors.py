@@ -120,6 +120,15 @@ class Attention:
         P = project(X, torch.stack([self.k, self.v], dim=-1))  # (..., L, 2)
         return self.kind.output(P[..., 0], P[..., 1], self.lam)
 
+    def attention(self, X) -> torch.Tensor:
+        """Normalised attention weights (..., L): ``softmax_l(lam <X_l,k>)``, or ``|erf(lam <X_l,k>)|`` divided by
+        its sum over the tokens (erf weights are signed and unnormalised)."""
+        s = self.lam * project(X, self.k[..., None]).squeeze(-1)  # (..., L)
+        if self.kind.name == "softmax":
+            return torch.softmax(s, dim=-1)
+        w = torch.erf(s).abs()
+        return w / w.sum(-1, keepdim=True)
+
     def in_basis(self, E: torch.Tensor) -> "Attention":
         return dataclasses.replace(self, k=coordinates(E, self.k), v=coordinates(E, self.v))
 
@@ -170,6 +179,13 @@ class BayesOptimal:
 
     def predict(self, X) -> torch.Tensor:
         return self.posterior(X)[0]
+
+    def attention(self, X) -> torch.Tensor:
+        """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
+        score = (self.M / self.gamma**2) * project(X, self.k_star[..., None]).squeeze(-1)
+        if self.gamma != 1.0:
+            score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
+        return torch.softmax(score, dim=-1)
 
     def in_basis(self, E: torch.Tensor) -> "BayesOptimal":
         return dataclasses.replace(self, k_star=coordinates(E, self.k_star), v_star=coordinates(E, self.v_star))

@@ -42,8 +42,9 @@ def run_report(job: sweep.Job) -> str:
     if isinstance(t, dict):
         kernel = f", {t['kernel']} step" if t.get("kernel") else ""  # compiled, numpy or torch
         lines.append(f"trained: {t.get('predictor')} by {t.get('algo')} ({t.get('simulator')} simulator{kernel}), "
-                     f"{t.get('steps_done')} steps, final lam {_num(t.get('lam_final'))}, "
-                     f"{t.get('alive')}/{t.get('repeats')} repeats alive")
+                     f"{t.get('steps_done')} steps, "
+                     + (f"final lam {_num(t.get('lam_final'))}, " if t.get("lam_final") is not None else "")
+                     + f"{t.get('alive')}/{t.get('repeats')} repeats alive")
     med = (s.get("final_overlaps") or {}).get("median_abs")
     if isinstance(med, dict):
         lines.append("final overlaps (median |.| over repeats): "

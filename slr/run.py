@@ -19,8 +19,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.config import CONF_DIR, ConfigError, check, digest, figure_formats, initial_lam, learning_rate
-from slr.io import MetricsWriter, read_json, underflowed_log10, write_json
+from slr.config import CONF_DIR, ConfigError, check, digest, figure_formats, initial_lam, is_module, learning_rate
+from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, underflowed_log10, write_json
 
 if TYPE_CHECKING:  # the job's modules import torch (~1.5 s): run() imports them, so that --help, a refused
     from slr.task import Task  # config and slr-report start without them
@@ -90,6 +90,35 @@ def build_none(cfg, task, C0, init_rng) -> Algorithm:
 BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none}
 
 
+def build_module(cfg, task, C0, init_rng) -> Algorithm:
+    """Torch modules (SPEC 9): ``train.repeats`` transformers or user modules, each initialised from its own seed
+    drawn from the init stream, trained online (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
+    import torch
+
+    from slr.models import Transformer, build_user_module
+    from slr.seeding import torch_generator
+    from slr.train_modules import FixedSetTraining, OnlineTraining, build
+
+    tc, pc = cfg.train, cfg.predictor
+    if pc.name == "transformer":
+        def make():
+            return Transformer(task.d, task.L, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
+                               mlp=pc.mlp, norm=pc.norm, pool=pc.pool)
+        name = "transformer"
+    else:
+        def make():
+            return build_user_module(pc.model, task.d, task.L)
+        name = str(pc.model._target_)
+    modules = build(task, make, tc.repeats, init_rng.integers(0, 2**62, tc.repeats))
+    torch.manual_seed(int(init_rng.integers(0, 2**62)))  # a module drawing random numbers (dropout) reproduces too
+    kw = dict(optimizer=tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay, steps=tc.steps,
+              warmup_steps=tc.warmup_steps, lr_decay=tc.lr_decay, generator=torch_generator(cfg.seed, "train", task.device),
+              dtype=_dtype(cfg), name=name)
+    if tc.algo == "erm":
+        return FixedSetTraining(task, modules, n_train=tc.n_train, **kw)
+    return OnlineTraining(task, modules, batch_size=tc.batch_size, **kw)
+
+
 # ----- what is logged every log_every steps ---------------------------------------------------------------------
 class StepLogger:
     """Makes the metrics rows of one logged step (one per live repeat) and appends them to ``metrics.csv``."""
@@ -147,14 +176,16 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
 
     from slr import evaluate, theory
     from slr.bayes_cache import bayes_excess_is_log10
-    from slr.predictors import ATTENTION_KINDS, ERF, Attention, Bilinear, Linear, erf_attention
+    from slr.predictors import ATTENTION_KINDS, ERF, SOFTMAX, Attention, Bilinear, Linear, erf_attention
     from slr.reduced import ReducedTask
 
     timings = {} if timings is None else timings
     eval_task = algo.eval_task
     simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
     best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
-    kind = ATTENTION_KINDS[cfg.predictor.name]
+    kind = ATTENTION_KINDS.get(cfg.predictor.name)
+    if kind is None:  # a torch module (SPEC 9): its oracle is softmax attention at Bayes's M/gamma^2 (exact at gamma=1)
+        kind, lam = SOFTMAX, task.M / task.gamma**2
     baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
         "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
         "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
@@ -166,7 +197,9 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
     if kind is ERF:
         closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal))
     predictors = dict(baselines)
-    if alive.any():
+    if alive.any() and algo.kind is None:  # a torch module
+        predictors = {"trained": algo.predictor(select=alive), **baselines}
+    elif alive.any():
         trained = algo.predictor(lam)
         sel = torch.as_tensor(alive, device=trained.k.device)
         predictors = {"trained": type(trained)(trained.k[sel], trained.v[sel], lam, trained.kind, trained.name),
@@ -189,6 +222,11 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
                          per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
         if key in closed:
             entry["closed_form"] = closed[key]
+        if row.attention_on_J0 is not None:  # mean weight on the informative token (SPEC 9)
+            att = np.asarray(row.attention_on_J0)
+            entry["attention_on_J0"] = float(np.median(att))
+            if att.ndim > 0:
+                entry["attention_on_J0_per_repeat"] = att
         out[key] = entry
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
     bound_log10 = theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal)
@@ -202,6 +240,17 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
                             importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se,
                             upper_bound_log10=bound_log10)
     return out
+
+
+def attention_line(excess: dict, L: int) -> str:
+    """The mean attention weight on the informative token of every predictor that has one (SPEC 9)."""
+    parts = []
+    for e in excess.values():
+        if "attention_on_J0" in e:
+            per = e.get("attention_on_J0_per_repeat")
+            spread = f" (median of {len(per)} repeats, {min(per):.3g} to {max(per):.3g})" if per is not None and len(per) > 1 else ""
+            parts.append(f"{e['name']} {e['attention_on_J0']:.3g}{spread}")
+    return f"attention on the informative token J0 (uniform: 1/L = {1 / L:.3g}): " + "; ".join(parts)
 
 
 def _mean_se(per_repeat: np.ndarray, pooled_mc_se: float) -> float:
@@ -321,16 +370,25 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["task"] = dict(d=task.d, L=task.L, gamma=task.gamma, gamma2=task.gamma**2, eps=task.eps, M=task.M)
     init_rng = numpy_generator(cfg.seed, "init")
     C0 = INITS[tc.init](tc.repeats, task.d, init_rng)
-    algo = BUILDERS[tc.algo](cfg, task, C0, init_rng)
-    lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
-    summary["lam"], summary["lam_auto"] = lam0, cfg.predictor.lam == "auto"  # auto: theory.best_oracle_lam
-    schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
-    log.info("%s | %s, %s attention, %s simulator, %d repeats x %d steps -> %s", cfg.name, task, cfg.predictor.name,
-             tc.simulator, tc.repeats, tc.steps, out)
+    algo = (build_module if is_module(cfg) else BUILDERS[tc.algo])(cfg, task, C0, init_rng)
+    if is_module(cfg):  # a torch module has no lam: predictor.lam and train.lam_schedule do not apply
+        lam0, schedule = None, (lambda t: None)
+        summary["lam"], summary["lam_auto"] = None, False
+    else:
+        lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
+        summary["lam"], summary["lam_auto"] = lam0, cfg.predictor.lam == "auto"  # auto: theory.best_oracle_lam
+        schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
+    log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task,
+             cfg.predictor.name + ("" if is_module(cfg) else " attention"), tc.simulator, tc.repeats, tc.steps, out)
 
-    with MetricsWriter(out / "metrics.csv") as writer:
+    if is_module(cfg):
+        from slr.train_modules import ModuleStepLogger as Logger
+    else:
+        Logger = StepLogger
+    columns = getattr(Logger, "COLUMNS", METRIC_COLUMNS)  # from slr.io
+    with MetricsWriter(out / "metrics.csv", columns) as writer:
         hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
-                     log=StepLogger(cfg, task, writer), progress=show_progress())
+                     log=Logger(cfg, task, writer), progress=show_progress())
     alive = hist.diverged_at < 0
     lam = schedule(hist.steps_done)
     t_train = time.perf_counter()
@@ -340,6 +398,10 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
                               diverged_at=hist.diverged_at, kernel=getattr(algo, "kernel", None))
+    if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
+        summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
+                                  optimizer=tc.optimizer, parameters=algo.n_parameters,
+                                  stacked=algo.stack.use_vmap, directions=algo.defines_directions)
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
     summary["final_overlaps"] = dict(per_repeat=per,
@@ -359,12 +421,16 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
 
     formats = figure_formats(cfg)
     if formats and hist.rows:
-        from slr.plots import dynamics_figure, save
+        from slr.plots import dynamics_figure, module_figure, save
 
-        refs = {f"{excess['oracle']['name']}, lam={lam:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
+        refs = {f"{excess['oracle']['name']}, lam={excess['oracle']['lam']:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
-        fig, _ = dynamics_figure(hist.rows, refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
+        if algo.kind is None:  # a torch module
+            attention_refs = {"uniform, 1/L": 1.0 / task.L, "Bayes posterior": excess["bayes"].get("attention_on_J0")}
+            fig, _ = module_figure(hist.rows, refs, attention_refs, title=f"{cfg.name}: {task}, {summary['trained']['algo']}")
+        else:
+            fig, _ = dynamics_figure(hist.rows, refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
         save(fig, out / "figures" / "dynamics", formats)
     t_end = time.perf_counter()
     summary["status"] = "diverged" if not alive.all() else "ok"
@@ -378,6 +444,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     log.info("\n%s%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
              "" if aligned is None else "\n" + aligned,
              t_end - t_start, hist.seconds, summary["timings"]["steps_per_s"], out)
+    if "attention_on_J0" in excess.get("trained", {}):
+        log.info("%s", attention_line(excess, task.L))
 
 
 def _lam_text(lam0: float, lam: float) -> str:

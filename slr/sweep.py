@@ -247,6 +247,29 @@ def excess_long(jobs: Sequence[Job], keys: Sequence[str] | None = None) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def trained_diagnostics(jobs: Sequence[Job]) -> pd.DataFrame:
+    """What each finished job's trained predictor converged to: one row per job with its overrides,
+    ``estimator_name``, ``attention_on_J0`` (the median over repeats of the mean attention weight on the informative
+    token) and ``abs_kappa``, ``abs_nu`` (medians over repeats of ``|kappa|``, ``|nu|``: of ``k``, ``v`` for
+    attention, of the effective key and value directions for a transformer, SPEC 9); missing values are NaN."""
+    rows = []
+    for job in jobs:
+        if job.status not in FINISHED or not job.summary:
+            continue
+        trained = (job.summary.get("excess") or {}).get("trained")
+        if not isinstance(trained, dict):
+            continue
+        med = (job.summary.get("final_overlaps") or {}).get("median_abs") or {}
+        rows.append(dict(job.overrides, job=job.name, estimator_name=trained.get("name", "trained"),
+                         attention_on_J0=_float(trained.get("attention_on_J0")), abs_kappa=_float(med.get("kappa")),
+                         abs_nu=_float(med.get("nu"))))
+    return pd.DataFrame(rows)
+
+
+def _float(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
 def choose_axis(jobs: Sequence[Job], replicate: str = REPLICATE) -> tuple[str | None, list[str]]:
     """The swept parameter to put on the x axis and the other swept overrides (groups, one curve each).
 

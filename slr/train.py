@@ -597,7 +597,7 @@ def _finite_repeats(rows: list[dict], R: int) -> np.ndarray:
     for row in rows:
         values = [row[k] for k in (*OVERLAPS, "norm_k", "norm_v", "excess", "test_excess", "train_loss") if k in row]
         finite = all(v is None or math.isfinite(v) for v in values)
-        ok[row["repeat"]] = finite and row["norm_k"] < EXPLODED_NORM and row["norm_v"] < EXPLODED_NORM
+        ok[row["repeat"]] = finite and all(row.get(k) is None or row[k] < EXPLODED_NORM for k in ("norm_k", "norm_v"))
     return ok
 
 

@@ -1,0 +1,189 @@
+"""Torch modules on the task (SPEC 9): a standard transformer, and the contract a user's own module must meet.
+
+Any ``torch.nn.Module`` whose ``forward(X)`` maps tokens (B, L, d) to predictions (B,) can be trained and compared
+with the Bayes-optimal estimator. It may also expose
+
+- ``attention(X) -> (B, L)``: the weights its readout puts on each token (each row sums to 1), from which the run
+  reports ``attention_on_J0``, the mean weight on the informative token;
+- ``effective_directions() -> (key (d,), value (d,))``: the token-space directions that play the roles of
+  ``lam k`` and ``v`` of SPEC 2, whose cosines with ``k*``, ``v*`` are logged as ``kappa``, ``nu`` (and ``theta``,
+  ``eta``, ``rho``), with ``defines_directions = True``.
+
+:class:`Transformer` does all three. :func:`build_user_module` and :func:`probe` build a user's module from its
+Hydra config and check it on a tiny batch, so that a broken module is refused before a run starts.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NORMS = ("pre", "none")
+POOLS = ("query", "mean")
+
+
+class Block(nn.Module):
+    """One encoder block: ``H + MHA(norm(H))``, then ``H + MLP(norm(H))`` when ``mlp > 0`` (pre-norm, or no norm)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp: float, norm: str):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
+        # no projection biases (as nanoGPT's bias=False): the key bias shifts all of a query's scores equally, so its
+        # exact gradient is 0 and Adam would only amplify rounding noise in it; the readout's bias carries the offset
+        self.attn = nn.MultiheadAttention(d_model, n_heads, bias=False, batch_first=True)
+        hidden = max(1, round(mlp * d_model)) if mlp > 0 else 0
+        self.norm2 = nn.LayerNorm(d_model) if norm == "pre" and hidden else nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model)) if hidden else None
+
+    def forward(self, H: torch.Tensor, mask: torch.Tensor | None, first_only: bool = False):
+        """``H`` (B, T, d_model) -> (B, T, d_model) and the weights (B, T, T); with ``first_only`` only the first
+        row (the query token) is computed: (B, 1, d_model) and (B, 1, T)."""
+        A = self.norm1(H)
+        Q = A[:, :1] if first_only else A
+        if first_only:
+            H, mask = H[:, :1], mask[:1]
+        # need_weights=True takes MultiheadAttention's explicit softmax path: torch.func.vmap has batching rules for
+        # it (not for the fused CPU attention kernel, which vmap runs several times slower), and it returns the weights
+        out, weights = self.attn(Q, A, A, attn_mask=mask, need_weights=True, average_attn_weights=True)
+        H = H + out
+        if self.mlp is not None:
+            H = H + self.mlp(self.norm2(H))
+        return H, weights  # (B, T or 1, d_model), (B, T or 1, T) averaged over heads
+
+
+class Transformer(nn.Module):
+    """A standard transformer on the ``L`` tokens (SPEC 9), built from ``nn.MultiheadAttention`` blocks.
+
+    Tokens are embedded linearly (``E``: d -> d_model, no bias) and carry no positional encoding: the task is
+    exchangeable in the positions (``J0`` is uniform and the other tokens are i.i.d.), so the Bayes-optimal
+    predictor is a symmetric function of the tokens, and a positional code could only add a spurious dependence on
+    the order. ``n_layers`` blocks (self-attention, then an MLP of width ``mlp * d_model`` when ``mlp > 0``,
+    pre-LayerNorm when ``norm="pre"``) are followed by a linear readout of
+
+    - ``pool="query"``: a learned ``[CLS]``-style query token, prepended to the sequence and updated by every block;
+      it attends to the ``L`` tokens only (not to itself), so with one block, one head, no MLP and no norm the model
+      is ``T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c``: the softmax attention of SPEC 2 with ``lam k = u_K``
+      and ``v = u_V`` (:meth:`effective_directions`);
+    - ``pool="mean"``: the mean of the tokens' final representations.
+    """
+
+    def __init__(self, d: int, L: int, d_model: int = 16, n_heads: int = 1, n_layers: int = 1, mlp: float = 0.0,
+                 norm: str = "none", pool: str = "query"):
+        super().__init__()
+        if norm not in NORMS or pool not in POOLS or n_layers < 1 or n_heads < 1 or d_model % n_heads or mlp < 0:
+            raise ValueError(f"invalid transformer: norm={norm!r}, pool={pool!r}, n_layers={n_layers}, "
+                             f"n_heads={n_heads}, d_model={d_model}, mlp={mlp}")
+        self.d, self.L, self.d_model, self.n_heads, self.pool = d, L, d_model, n_heads, pool
+        self.embed = nn.Linear(d, d_model, bias=False)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp, norm) for _ in range(n_layers))
+        self.query = nn.Parameter(torch.randn(d_model) / math.sqrt(d_model)) if pool == "query" else None
+        self.final_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
+        self.readout = nn.Linear(d_model, 1)
+        # the key and value directions are those of one linear path from the tokens to the output
+        self.defines_directions = pool == "query" and n_layers == 1 and n_heads == 1 and mlp == 0
+
+    def _run(self, X: torch.Tensor):
+        H = self.embed(X)  # (B, L, d_model)
+        B, L, _ = H.shape
+        mask = None
+        if self.pool == "query":
+            H = torch.cat([self.query.expand(B, 1, self.d_model), H], dim=1)  # (B, 1 + L, d_model)
+            mask = torch.zeros(L + 1, L + 1, dtype=H.dtype, device=H.device)
+            mask[0, 0] = -math.inf  # the query attends to the tokens, not to itself
+        for i, block in enumerate(self.blocks):  # the last block only updates the query: nothing reads the others
+            H, weights = block(H, mask, first_only=self.pool == "query" and i == len(self.blocks) - 1)
+        pooled = H[:, 0] if self.pool == "query" else H.mean(1)  # (B, d_model)
+        return self.readout(self.final_norm(pooled)).squeeze(-1), weights
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Predictions (B,) from tokens (B, L, d)."""
+        return self._run(X)[0]
+
+    def attention(self, X: torch.Tensor) -> torch.Tensor:
+        """Weights (B, L) of the readout on each token: the query's attention in the last block, averaged over heads
+        (``pool="query"``), or ``1/L`` (``pool="mean"``)."""
+        if self.pool == "mean":
+            return torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
+        return self._run(X)[1][:, 0, 1:]
+
+    def effective_directions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective key ``u_K = E^T J1^T W_K^T q / sqrt(d_head)`` and value ``u_V = E^T J1^T W_V^T W_O^T Jf^T w``
+        (SPEC 9), defined for one block with one head and no MLP (``defines_directions``).
+
+        ``q = W_Q n1(query)`` is the query, ``w`` the readout, ``J = diag(g) (I - 11^T/d_model)`` the linear part
+        of a LayerNorm with gain ``g`` (the identity without norm). Without norms the score of token ``x`` is
+        ``<u_K, x>`` plus a constant and its value ``<u_V, x>`` plus a constant; with pre-norm, up to each token's
+        LayerNorm scale ``1/std(E x)``.
+        """
+        if not self.defines_directions:
+            raise ValueError("effective directions are defined for pool=query, one block, one head and no MLP")
+        block = self.blocks[0]
+        W_Q, W_K, W_V = block.attn.in_proj_weight.chunk(3)  # each (d_model, d_model)
+        q = W_Q @ block.norm1(self.query)  # (d_model,)
+        key = self._through_norm(block.norm1, W_K.T @ q) / math.sqrt(self.d_model)
+        value = block.attn.out_proj.weight.T @ self._through_norm(self.final_norm, self.readout.weight[0])
+        value = self._through_norm(block.norm1, W_V.T @ value)
+        return self.embed.weight.T @ key, self.embed.weight.T @ value  # (d,), (d,)
+
+    @staticmethod
+    def _through_norm(norm: nn.Module, u: torch.Tensor) -> torch.Tensor:
+        """``J^T u`` for the linear part ``J = diag(g) P`` of a LayerNorm (``P`` removes the mean); ``u`` without norm."""
+        if isinstance(norm, nn.LayerNorm):
+            u = norm.weight * u
+            return u - u.mean()
+        return u
+
+
+# ----- the contract of a user's module ----------------------------------------------------------------------------
+class ModuleError(ValueError):
+    """A user's module cannot be imported, built, or does not map (B, L, d) to finite (B,) predictions."""
+
+
+def build_user_module(model_cfg, d: int, L: int) -> nn.Module:
+    """``hydra.utils.instantiate(model_cfg, d=d, L=L)``; raises :class:`ModuleError` with one line saying why not."""
+    from hydra.utils import instantiate
+
+    try:
+        module = instantiate(model_cfg, d=d, L=L)
+    except Exception as exc:  # import errors, constructor errors, bad arguments: all end here
+        cause = exc.__cause__ or exc
+        raise ModuleError(f"building it with d={d}, L={L} failed ({_one_line(exc)}"
+                          + (f"; cause: {_one_line(cause)}" if cause is not exc else "")
+                          + ")") from exc
+    if not isinstance(module, nn.Module):
+        raise ModuleError(f"it built a {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def probe(module: nn.Module, d: int, L: int, *, trainable: bool = True) -> None:
+    """Check a module on a tiny batch: ``forward`` maps (3, L, d) to 3 finite numbers, ``attention`` (if any) to
+    (3, L), and (if ``trainable``) it has parameters to train. Raises :class:`ModuleError` naming what is wrong."""
+    X = torch.randn(3, L, d, generator=torch.Generator().manual_seed(0))
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    X = X.to(dtype)
+    if trainable and not any(p.requires_grad for p in module.parameters()):
+        raise ModuleError("it has no parameters to train")
+    try:
+        with torch.no_grad():
+            y = module(X)
+    except Exception as exc:
+        raise ModuleError(f"forward on a batch of shape (3, {L}, {d}) failed ({_one_line(exc)})") from exc
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (3,):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ModuleError(f"forward must map (B, L, d) to (B,); on a batch of shape (3, {L}, {d}) it returned {shape}")
+    if not torch.isfinite(y).all():
+        raise ModuleError(f"forward returned non-finite values on a batch of shape (3, {L}, {d}): {y.tolist()}")
+    if callable(getattr(module, "attention", None)):
+        try:
+            with torch.no_grad():
+                a = module.attention(X)
+        except Exception as exc:
+            raise ModuleError(f"attention on a batch of shape (3, {L}, {d}) failed ({_one_line(exc)})") from exc
+        if not isinstance(a, torch.Tensor) or tuple(a.shape) != (3, L):
+            shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            raise ModuleError(f"attention must map (B, L, d) to (B, L); it returned {shape}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())
