@@ -69,6 +69,8 @@ class Grid:
 def _band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, ...]:
     """Median and central ``level`` interval over repeats (axis 1) per step, NaN where no repeat has a value."""
     q = (1 - level) / 2
+    if not np.isnan(values).any():  # the common case: one vectorised call (nanquantile loops over the rows)
+        return tuple(np.quantile(values, [0.5, q, 1 - q], axis=1))
     with np.errstate(all="ignore"), _quiet():
         return tuple(np.nanquantile(values, [0.5, q, 1 - q], axis=1))
 

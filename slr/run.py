@@ -126,8 +126,7 @@ class StepLogger:
     def __init__(self, cfg: DictConfig, task: Task, writer: MetricsWriter):
         self.task, self.writer = task, writer
         self.n_test = int(cfg.train.get("log_test_size", 0))
-        self.generator = None
-        self.bayes = None
+        self.test_set = None  # drawn at the first logged step, on the algorithm's evaluation task
 
     def __call__(self, t: int, lam: float, algo: Algorithm, alive: np.ndarray) -> list[dict]:
         from slr import theory
@@ -151,20 +150,17 @@ class StepLogger:
         return rows
 
     def _test_excess(self, algo: Algorithm, lam: float) -> np.ndarray:
-        """Monte Carlo excess of each repeat on a fresh test batch (the same batch for every repeat)."""
+        """Monte Carlo excess of each repeat on the run's logged test set (the same sequences at every step)."""
+        import dataclasses
+
         import torch
 
-        from slr import evaluate
-        from slr.predictors import BayesOptimal
-        from slr.seeding import torch_generator
+        if self.test_set is None:
+            from slr.evaluate import LoggedTestSet
 
-        eval_task = algo.eval_task
-        if self.generator is None:
-            self.generator = torch_generator(self.task.seed, "log", eval_task.device)
-            self.bayes = BayesOptimal.of(eval_task)
-        batch = eval_task.sample(self.n_test, self.generator, dtype=torch.float64)
-        with torch.no_grad():
-            return evaluate.excess_on(algo.predictor(lam), self.bayes, batch.X).mean(-1).cpu().numpy()
+            self.test_set = LoggedTestSet(algo.eval_task, self.n_test, self.task.seed, dtype=torch.float32)
+        p = algo.predictor(lam)
+        return self.test_set.excess(dataclasses.replace(p, k=p.k.float(), v=p.v.float()))
 
 
 # ----- evaluation of the final predictor against the baselines -------------------------------------------------

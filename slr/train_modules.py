@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from slr.evaluate import excess_on, on_J0
+from slr.evaluate import LoggedTestSet, on_J0
 from slr.io import METRIC_COLUMNS
 from slr.predictors import BayesOptimal, LeastSquaresLinear, NotReducible
 from slr.seeding import torch_generator
@@ -293,8 +293,8 @@ def build(task: Task, make: Callable[[], nn.Module], repeats: int, seeds: np.nda
 
 
 class ModuleStepLogger:
-    """The ``metrics.csv`` rows of a module run at one logged step, one per live repeat: the Monte Carlo excess on a
-    fresh test batch (``test_excess``), the attention on ``J0`` on the same batch, the cosines of the effective
+    """The ``metrics.csv`` rows of a module run at one logged step, one per live repeat: the Monte Carlo excess on the
+    run's logged test set (``test_excess``, the same sequences at every step), the attention on ``J0`` on them, the cosines of the effective
     directions (``kappa``, ``nu``, ...) when the module defines them, and the training loss (ERM)."""
 
     COLUMNS = (*METRIC_COLUMNS, "attention_on_J0")
@@ -302,8 +302,7 @@ class ModuleStepLogger:
     def __init__(self, cfg, task: Task, writer):
         self.task, self.writer = task, writer
         self.n_test = int(cfg.train.get("log_test_size", 0))
-        self.generator = torch_generator(task.seed, "log", task.device)
-        self.bayes = BayesOptimal.of(task)
+        self.test_set = LoggedTestSet(task, self.n_test, task.seed) if self.n_test > 0 else None
 
     def __call__(self, t: int, lam, algo: ModuleTraining, alive: np.ndarray) -> list[dict]:
         cols = {}
@@ -312,11 +311,10 @@ class ModuleStepLogger:
             cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
             cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
         if self.n_test > 0:
-            batch = self.task.sample(self.n_test, self.generator, dtype=torch.float64)
-            pred = algo.predictor()
-            with torch.no_grad():
-                cols["test_excess"] = excess_on(pred, self.bayes, batch.X).mean(-1).cpu().numpy()
-                if pred.attention is not None:
+            batch, pred = self.test_set.batch, algo.predictor()
+            cols["test_excess"] = self.test_set.excess(pred)
+            if pred.attention is not None:
+                with torch.no_grad():
                     cols["attention_on_J0"] = on_J0(pred.attention(batch.X), batch.J0).mean(-1).cpu().numpy()
         if isinstance(algo, FixedSetTraining):
             cols["train_loss"] = algo.train_loss()

@@ -116,3 +116,26 @@ def test_the_swapped_point_beats_the_best_oracle_at_d_400():
     mc, se = mc_excess(erf_attention(task.v_star, task.k_star, float(lams[i])), task, 200_000, seed=1,
                        simulator="reduced")
     assert abs(mc - swapped[i]) < 4 * se and mc + 4 * se < best_oracle
+
+
+def test_logged_test_excess_reuses_one_test_set_and_matches_float64(make_cfg, tmp_path):
+    """The logged Monte Carlo excess is computed on one set of test sequences drawn from the ``log`` stream at the start
+    (common random numbers): a model that does not move logs the same value at every step, and the value is the float64
+    excess on those sequences up to float32 rounding."""
+    from slr.evaluate import excess_on
+    from slr.predictors import BayesOptimal
+    from slr.reduced import ReducedTask
+
+    cfg = make_cfg("task.d=12", "task.L=4", "train.steps=40", "train.log_every=10", "train.repeats=3", "train.lr=1e-300",
+                   "train.simulator=reduced", "train.log_test_size=500", "eval.n_test=200", "eval.bayes_is=0",
+                   "figures=false", "train.lam_schedule=constant", "predictor.lam=0.7")
+    run(cfg, out_dir=tmp_path)
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    per_step = m.pivot(index="step", columns="repeat", values="test_excess")
+    assert (per_step.nunique() == 1).all() and per_step.iloc[0].nunique() == 3  # fixed over steps, not over repeats
+    task = ReducedTask.of(Task(12, 4, GAMMA, 0.1, seed=0), 4)
+    batch = task.sample(500, torch_generator(0, "log"), dtype=torch.float64)
+    from slr.train import init_sphere
+    C0 = torch.as_tensor(init_sphere(3, 12, numpy_generator(0, "init")))
+    expected = excess_on(erf_attention(C0[:, 0], C0[:, 1], 0.7), BayesOptimal.of(task), batch.X).mean(-1).numpy()
+    assert np.allclose(per_step.iloc[0].to_numpy(), expected, rtol=1e-5, atol=0)
