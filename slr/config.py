@@ -297,10 +297,14 @@ class Validate(Callback):
     Multirun jobs are checked one by one when they start (by :func:`slr.run.run`), since each has its own config.
     """
 
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        check(cfg)
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
-            check(job_cfg)
+            self.check(job_cfg)
         except ConfigError as err:
             print(err, file=sys.stderr)
             sys.exit(2)
@@ -456,13 +460,9 @@ def check_landscape(cfg: DictConfig) -> None:
 class ValidateLandscape(Validate):
     """:class:`Validate` for ``slr-landscape`` (``slr/conf/slr_landscape.yaml``)."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        try:
-            check_landscape(job_cfg)
-        except ConfigError as err:
-            print(err, file=sys.stderr)
-            sys.exit(2)
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        check_landscape(cfg)
 
 
 def initial_lam(cfg: DictConfig, d: int, L: int, gamma: float, signal: float | None) -> float:

@@ -15,7 +15,6 @@ import logging
 import math
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.config import CONF_DIR, ConfigError, check_landscape, digest, initial_lam, learning_rate
+from slr.config import CONF_DIR, check_landscape, initial_lam, learning_rate
 from slr.io import write_json
 from slr.seeding import numpy_generator
 from slr.theory import ErfRiskJet, erf_excess, signal_norm
@@ -491,24 +490,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """One ``slr-landscape`` job into ``out_dir`` (default: Hydra's output dir, else the working directory): the
     critical points at the run's ``lam`` (the end of ``train.lam_schedule``), ``critical_points.csv``, basins of PGD
     end points when ``landscape.basin_repeats > 0`` (``basins.csv``), ``summary.json`` and ``figures/landscape.png``."""
-    from slr.run import _hydra_output_dir
+    from slr.run import run_in_folder
 
-    check_landscape(cfg)
-    out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
-    write_json(out / "summary.json", summary)
-    try:
-        _run(cfg, out, summary, t_start)
-    except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        summary.setdefault("timings", {})["total_s"] = time.perf_counter() - t_start
-        log.error("slr-landscape failed: %s\n%s", summary["error"], traceback.format_exc())
-        write_json(out / "summary.json", {k: summary[k] for k in ("status", "name", "config_digest", "error", "timings")})
-        exc.slr_recorded = True
-        raise
-    return summary
+    return run_in_folder(cfg, out_dir, check_landscape, _run, "slr-landscape")
 
 
 def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
@@ -629,27 +613,9 @@ def main() -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="slr_landscape", version_base="1.3")
 def app(cfg: DictConfig) -> None:
-    """``slr-landscape``: one job; a bad config is refused with one paragraph and exit code 2 (in a multirun the job's
-    folder records it and the other jobs go on); a failure exits with code 1 after :func:`run` recorded it."""
-    from slr.run import _hydra_output_dir, _in_multirun
+    """``slr-landscape``: one job; it ends as an ``slr`` job does (:func:`slr.run.job_exits`): a bad config is refused
+    with one paragraph and exit code 2, a failure exits with code 1 after :func:`run` recorded it."""
+    from slr.run import job_exits
 
-    try:
+    with job_exits(cfg, "slr-landscape"):
         run(cfg)
-    except ConfigError as err:
-        if _in_multirun():
-            log.error("%s", err)
-            write_json(_hydra_output_dir() / "summary.json", dict(status="failed", name=cfg.get("name"), error=str(err)))
-            raise
-        print(err, file=sys.stderr)
-        sys.exit(2)
-    except Exception as exc:
-        if _in_multirun():
-            raise
-        if not getattr(exc, "slr_recorded", False):
-            log.exception("slr-landscape failed before the run started")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        if _in_multirun():
-            raise
-        print("slr-landscape: interrupted; summary.json records status failed", file=sys.stderr)
-        sys.exit(130)

@@ -5,6 +5,7 @@ trained predictor and every baseline on the same test samples, write ``summary.j
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -328,7 +329,15 @@ def show_progress() -> bool:
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     """Run one job into ``out_dir`` (default: Hydra's output dir, else the working directory); return the summary."""
-    check(cfg)
+    return run_in_folder(cfg, out_dir, check, _run, "run")
+
+
+def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, body, what: str) -> dict:
+    """The life of a run folder, shared by ``slr`` and ``slr-landscape``: refuse an invalid config before anything is
+    written (``check_config``), write ``summary.json`` with status ``running``, run ``body(cfg, out, summary, t_start)``,
+    and on any exception record status ``failed`` with the error (the traceback goes to the log) before re-raising.
+    Returns the summary."""
+    check_config(cfg)
     out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
     import slr.evaluate, slr.train  # noqa: E401,F401  the job's modules (torch...), before the clock starts
@@ -336,11 +345,11 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
     summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
     write_json(out / "summary.json", summary)
     try:
-        _run(cfg, out, summary, t_start)
+        body(cfg, out, summary, t_start)
     except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         summary.setdefault("timings", {})["total_s"] = time.perf_counter() - t_start
-        log.error("run failed: %s\n%s", summary["error"], traceback.format_exc())
+        log.error("%s failed: %s\n%s", what, summary["error"], traceback.format_exc())
         try:
             write_json(out / "summary.json", summary)
         except Exception:  # the summary itself does not serialise: keep its essentials
@@ -475,27 +484,18 @@ def main() -> float | None:
     return app()
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def app(cfg: DictConfig) -> float | None:
-    """``python -m slr``: run one job; refuse a bad config with one paragraph and exit code 2.
-
-    With ``resume=true`` a job whose folder already holds a finished run of the same config is skipped.
-    A job that fails exits with code 1 after :func:`run` has recorded the failure (summary.json, and the traceback
-    in the job's log, which the console shows too). In a multirun, errors are raised instead (Hydra records them,
-    the other jobs go on, and the sweep exits non-zero at the end). Ctrl-C (exit 130) and, outside multiruns, SIGTERM
-    (exit 143) are recorded as status failed; in a multirun the launcher owns the signals.
-    """
+@contextlib.contextmanager
+def job_exits(cfg: DictConfig, command: str):
+    """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
+    failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
+    log, which the console shows too); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
+    status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
+    exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the
+    signals."""
     if not _in_multirun():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        if cfg.resume:
-            check(cfg)
-            out = _hydra_output_dir() or Path.cwd()
-            prev = finished_before(cfg, out)
-            if prev is not None:
-                log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
-                return _trained_excess(prev)
-        summary = run(cfg)
+        yield
     except ConfigError as err:
         if _in_multirun():  # the job's folder exists: say in it why it holds no results, for slr-report and aggregate
             log.error("%s", err)
@@ -506,16 +506,30 @@ def app(cfg: DictConfig) -> float | None:
     except Exception as exc:
         if _in_multirun():
             raise
-        if not getattr(exc, "slr_recorded", False):  # failed before run() could record it
-            log.exception("slr failed before the run started")
+        if not getattr(exc, "slr_recorded", False):  # failed before run_in_folder() could record it
+            log.exception("%s failed before the run started", command)
         sys.exit(1)  # Hydra would print the traceback a second time
     except KeyboardInterrupt as exc:
         if _in_multirun():
             raise
         how = str(exc) if isinstance(exc, Terminated) else "interrupted"
-        print(f"slr: {how}; summary.json records status failed", file=sys.stderr)
+        print(f"{command}: {how}; summary.json records status failed", file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
-    return _trained_excess(summary)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> float | None:
+    """``python -m slr``: run one job (see :func:`job_exits` for how it ends). With ``resume=true`` a job whose folder
+    already holds a finished run of the same config is skipped."""
+    with job_exits(cfg, "slr"):
+        if cfg.resume:
+            check(cfg)
+            out = _hydra_output_dir() or Path.cwd()
+            prev = finished_before(cfg, out)
+            if prev is not None:
+                log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
+                return _trained_excess(prev)
+        return _trained_excess(run(cfg))
 
 
 def _trained_excess(summary: dict) -> float | None:
