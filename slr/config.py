@@ -283,7 +283,7 @@ class ConfigError(ValueError, CompactHydraException):
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"Invalid configuration: {key}={value!r} is not allowed; {key} must be {allowed}. "
-                         f"Nothing was run. Fix it on the command line (e.g. `python -m slr {key}=...`) "
+                         f"Nothing was run. Fix it on the command line (`{key}=...`) "
                          f"or in the preset, and run again.")
 
     def __reduce__(self):
