@@ -207,6 +207,8 @@ def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
     if fig is False:
         return ()
     return ("png", "pdf") if isinstance(fig, DictConfig) and fig.get("pdf") is True else ("png",)
+
+
 PREDICTOR_SCHEMAS = {"erf": PredictorConfig, "softmax": PredictorConfig, "transformer": TransformerConfig,
                      "module": ModuleConfig}
 MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr/train_modules.py)
@@ -381,14 +383,8 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "task.axes", ("random", "fixed"))
     _choice(cfg, "predictor.name", tuple(PREDICTOR_SCHEMAS))
     _predictor_schema(cfg)
-    if is_module(cfg):
-        pass
-    elif OmegaConf.select(cfg, "predictor.lam") == "auto":
-        if cfg.predictor.name != "erf":
-            raise ConfigError("predictor.lam", "auto", "a number > 0 with softmax attention: lam=auto is the best lam "
-                              "of the erf oracle (theory.best_oracle_lam), which has no softmax counterpart")
-    else:
-        _number(cfg, "predictor.lam", low=0, low_open=True, what="a finite number > 0, or auto (the erf oracle's best lam)")
+    if not is_module(cfg):  # a torch module has no lam
+        _predictor_lam(cfg)
     _number(cfg, "train.steps", low=0, integer=True)
     _number(cfg, "train.lr", low=0, low_open=True)
     _number(cfg, "train.repeats", low=1, integer=True)
@@ -438,6 +434,15 @@ def check(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError("device", cfg.device, "cpu, or a cuda device that this machine has "
                               f"(cuda available: {torch.cuda.is_available()})")
+
+
+def _predictor_lam(cfg: DictConfig) -> None:
+    """``predictor.lam`` of erf or softmax attention: a number > 0, or ``auto`` for erf."""
+    if OmegaConf.select(cfg, "predictor.lam") != "auto":
+        _number(cfg, "predictor.lam", low=0, low_open=True, what="a finite number > 0, or auto (the erf oracle's best lam)")
+    elif cfg.predictor.name != "erf":
+        raise ConfigError("predictor.lam", "auto", "a number > 0 with softmax attention: lam=auto is the best lam "
+                          "of the erf oracle (theory.best_oracle_lam), which has no softmax counterpart")
 
 
 def check_landscape(cfg: DictConfig) -> None:

@@ -22,14 +22,13 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.config import CONF_DIR, check_landscape, initial_lam, learning_rate
+from slr.config import CONF_DIR, check_landscape, figure_formats, initial_lam, learning_rate
 from slr.io import write_json
 from slr.seeding import numpy_generator
-from slr.theory import ErfRiskJet, erf_excess, signal_norm
+from slr.theory import OVERLAPS, ErfRiskJet, erf_excess, signal_norm
 
 log = logging.getLogger("slr")
 
-OVERLAP_NAMES = ("kappa", "nu", "theta", "eta", "rho")
 SWAP = np.block([[np.zeros((4, 4)), np.eye(4)], [np.eye(4), np.zeros((4, 4))]])  # Hessian of rho in (k, v)
 
 
@@ -197,9 +196,7 @@ class Landscape:
 
 def _complement(z: np.ndarray) -> np.ndarray:
     """Orthonormal basis (n, n-1) of the orthogonal complement of a vector ``z`` (n,)."""
-    zz = unit(z[None])[0]
-    _, vecs = np.linalg.eigh(np.eye(len(z)) - np.outer(zz, zz))
-    return vecs[:, 1:]
+    return tangent_basis(unit(z[None]))[0]
 
 
 @dataclass
@@ -462,26 +459,17 @@ def swapped_point(lam: float, *, d: int, L: int, gamma: float, signal: float | N
 
 
 # ----- the slr-landscape app -----------------------------------------------------------------------------------------
-def pgd_end_points(cfg: DictConfig, repeats: int, lam0: float) -> np.ndarray:
-    """End points (R, 2, 4) of population PGD with the run's train settings (schedule, lr, dtype, noise, simulator)
-    from ``repeats`` starts of ``train.init``: the same starts and steps as ``slr train=pgd train.repeats=R``."""
-    import torch
-    from tqdm.auto import tqdm
+def pgd_end_points(cfg: DictConfig, repeats: int, schedule) -> np.ndarray:
+    """End points (R, 2, 4) of population PGD with the run's train settings (``schedule`` of ``lam``, lr, dtype, noise,
+    simulator) from ``repeats`` starts of ``train.init``: the same starts, steps and loop (:func:`slr.train.train`,
+    compiled kernel included) as ``slr train=pgd train.repeats=R``."""
+    from slr.run import build_pgd, job_task, show_progress
+    from slr.train import train
 
-    from slr.run import build_pgd, show_progress
-    from slr.task import Task
-    from slr.train import INITS, OVERLAPS, lam_schedule
-
-    torch.set_num_threads(cfg.threads)
-    tc = cfg.train
-    task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
-                axes=cfg.task.axes, device=cfg.device)
-    init_rng = numpy_generator(cfg.seed, "init")
-    algo = build_pgd(cfg, task, INITS[tc.init](repeats, task.d, init_rng), init_rng)
-    schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for t in tqdm(range(tc.steps), disable=not show_progress(), unit="step", mininterval=0.5, leave=False):
-            algo.step(schedule(t))
+    task, C0, init_rng = job_task(cfg, repeats)
+    algo = build_pgd(cfg, task, C0, init_rng)
+    train(algo, steps=cfg.train.steps, log_every=max(cfg.train.steps, 1), schedule=schedule, log=lambda *a: [],
+          progress=show_progress())
     o = algo.overlaps()
     return from_overlaps(np.stack([o[k] for k in OVERLAPS], -1))
 
@@ -504,7 +492,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     d, L, gamma, signal = cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.signal
     M = signal_norm(d, signal)
     lam0 = initial_lam(cfg, d, L, gamma, signal)
-    lam = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)(tc.steps)  # where PGD ends
+    schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
+    lam = schedule(tc.steps)  # where PGD ends
     ls = Landscape(lam, d=d, L=L, gamma=gamma, M=M)
     summary["task"] = dict(d=d, L=L, gamma=gamma, gamma2=gamma**2, M=M)
     summary["lam"], summary["lam_auto"], summary["landscape_lam"] = lam0, cfg.predictor.lam == "auto", lam
@@ -514,9 +503,9 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     seeds = {"sphere": sphere_seeds(lc.starts, numpy_generator(cfg.seed, "landscape")), "spec8": spec8_seeds()}
     repeats = lc.basin_repeats or lc.pgd_starts
     t0 = time.perf_counter()
-    ends = pgd_end_points(cfg, repeats, lam0) if repeats else np.zeros((0, 2, 4))
+    ends = np.zeros((0, 2, 4))
     if repeats:
-        seeds["pgd"] = ends
+        ends = seeds["pgd"] = pgd_end_points(cfg, repeats, schedule)
     t_pgd = time.perf_counter()
     points = critical_points(ls, seeds, grad_tol=lc.grad_tol, max_iter=lc.newton_iter, dedup_tol=lc.dedup_tol,
                              zero_tol=lc.zero_tol)
@@ -535,7 +524,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         g = ls.riemannian_gradient(ends)
         g_end = np.sqrt((g * g).sum(-1))  # how far from converged each run is
 
-        basins = pd.DataFrame(dict(repeat=np.arange(len(ends)), **{k: o[:, i] for i, k in enumerate(OVERLAP_NAMES)},
+        basins = pd.DataFrame(dict(repeat=np.arange(len(ends)), **{k: o[:, i] for i, k in enumerate(OVERLAPS)},
                                    excess=ls.excess(ends), critical_point=rows,
                                    label=[table["label"].iloc[r] if r >= 0 else "unassigned" for r in rows],
                                    distance=dist, grad_norm=g_end))
@@ -557,12 +546,13 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                                barrier=float(risk.max() - max(risk[0], risk[-1])))
     summary["excess"] = _excess_entries(table, lam)
     t_end = time.perf_counter()
-    if cfg.figures:
+    formats = figure_formats(cfg)
+    if formats:
         from slr.landscape_plots import landscape_figure
         from slr.plots import save
 
         fig, _ = landscape_figure(table, path, title=f"{cfg.name}: d={d}, L={L}, γ²={gamma**2:g}, λ={lam:.4g}")
-        save(fig, out / "figures" / "landscape", formats=("png",))
+        save(fig, out / "figures" / "landscape", formats)
     summary["status"] = "ok"
     summary["timings"] = dict(pgd_s=t_pgd - t0, newton_s=t_newton - t_pgd, figures_s=time.perf_counter() - t_end,
                               total_s=time.perf_counter() - t_start)

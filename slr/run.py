@@ -304,7 +304,7 @@ def alignment_line(summary: dict, threshold: float = 0.9) -> str | None:
     if swapped:
         line += f", {swapped} with k on ±v*"
     if t.get("lam_initial") is not None and t.get("lam_final") != t.get("lam_initial"):
-        line += f"; lam {t['lam_initial']:.3g} -> {t['lam_final']:.3g}"
+        line += "; " + _lam_text(t["lam_initial"], t["lam_final"])
     return line
 
 
@@ -359,37 +359,45 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
     return summary
 
 
-def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+def job_task(cfg: DictConfig, repeats: int):
+    """What every job starts from: its torch threads set, the task of ``cfg.task`` and ``seed``, and ``repeats``
+    initial points of ``train.init`` in canonical coordinates (R, 2, 4), with the ``init`` stream that drew them
+    (:func:`slr.train.embed` continues it). Returns ``(task, C0, init_rng)``."""
     import torch
 
-    from slr import theory
-    from slr.predictors import ERF
     from slr.seeding import numpy_generator
     from slr.task import Task
-    from slr.train import INITS, OVERLAPS, lam_schedule, train
+    from slr.train import INITS
 
     torch.set_num_threads(cfg.threads)
-    tc = cfg.train
     task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
                 axes=cfg.task.axes, device=cfg.device)
-    summary["task"] = dict(d=task.d, L=task.L, gamma=task.gamma, gamma2=task.gamma**2, eps=task.eps, M=task.M)
     init_rng = numpy_generator(cfg.seed, "init")
-    C0 = INITS[tc.init](tc.repeats, task.d, init_rng)
-    algo = (build_module if is_module(cfg) else BUILDERS[tc.algo])(cfg, task, C0, init_rng)
+    return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
+
+
+def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+    from slr import theory
+    from slr.predictors import ERF
+    from slr.train import OVERLAPS, lam_schedule, train
+
+    tc = cfg.train
+    task, C0, init_rng = job_task(cfg, tc.repeats)
+    summary["task"] = dict(d=task.d, L=task.L, gamma=task.gamma, gamma2=task.gamma**2, eps=task.eps, M=task.M)
     if is_module(cfg):  # a torch module has no lam: predictor.lam and train.lam_schedule do not apply
+        from slr.train_modules import ModuleStepLogger as Logger
+
+        algo = build_module(cfg, task, C0, init_rng)
         lam0, schedule = None, (lambda t: None)
         summary["lam"], summary["lam_auto"] = None, False
     else:
+        Logger = StepLogger
+        algo = BUILDERS[tc.algo](cfg, task, C0, init_rng)
         lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
         summary["lam"], summary["lam_auto"] = lam0, cfg.predictor.lam == "auto"  # auto: theory.best_oracle_lam
         schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
     log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task,
              cfg.predictor.name + ("" if is_module(cfg) else " attention"), tc.simulator, tc.repeats, tc.steps, out)
-
-    if is_module(cfg):
-        from slr.train_modules import ModuleStepLogger as Logger
-    else:
-        Logger = StepLogger
     columns = getattr(Logger, "COLUMNS", METRIC_COLUMNS)  # from slr.io
     with MetricsWriter(out / "metrics.csv", columns) as writer:
         hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
@@ -402,7 +410,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
-                              diverged_at=hist.diverged_at, kernel=getattr(algo, "kernel", None))
+                              diverged_at=hist.diverged_at, kernel=algo.kernel)
     if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
         summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
                                   optimizer=tc.optimizer, parameters=algo.n_parameters,

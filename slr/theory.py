@@ -13,6 +13,7 @@ from scipy.special import erf, owens_t
 
 SQRT_PI = math.sqrt(math.pi)
 TWO_OVER_SQRT_PI = 2.0 / SQRT_PI
+OVERLAPS = ("kappa", "nu", "theta", "eta", "rho")  # <k,k*>, <v,v*>, <v,k*>, <k,v*>, <k,v> of the unit k, v
 
 
 def default_signal(d: int) -> float:
@@ -300,8 +301,6 @@ class ErfRiskJet:
     so every partial derivative is exact: ``d E_j/d kappa = (lam M/p) E_(j+1)``, ``d Z_j/d kappa = lam M Z_(j+1)``.
     Broadcasts over its array arguments; returns arrays (..., ), (..., 5), (..., 5, 5) in the order of the overlaps.
     """
-
-    VARIABLES = ("kappa", "nu", "theta", "eta", "rho")
 
     def __init__(self, lam: float, *, M: float, L: int, gamma: float):
         s = lam * gamma

@@ -20,9 +20,8 @@ from slr.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, 
 from slr.reduced import ReducedTask
 from slr.seeding import numpy_from_torch
 from slr.task import Task
-from slr.theory import ErfRiskGradient
+from slr.theory import OVERLAPS, ErfRiskGradient
 
-OVERLAPS = ("kappa", "nu", "theta", "eta", "rho")
 EXPLODED_NORM = 1e6  # a repeat whose |k| or |v| passes this is declared diverged
 
 
@@ -87,12 +86,17 @@ def lam_schedule(kind: str, lam0: float, rate: float) -> Callable[[int], float]:
 
 
 # ----- shared pieces of the updates -----------------------------------------------------------------------------
+def tangent_step(KV, G, lr: float):
+    """``k - lr g`` with the tangent gradient ``g = grad - <k, grad> k`` (same for ``v``): a step before the projection."""
+    return KV - lr * (G - (KV * G).sum(-1)[..., None] * KV)
+
+
 def retract(KV, G, lr: float, projected: bool):
     """One step on ``(k, v)`` (numpy or torch, shape (..., 2, D)): ``k <- (k - lr g)/||k - lr g||`` with the
     tangent gradient ``g = grad - <k, grad> k`` (SPEC 4); a plain gradient step when not projected."""
     if not projected:
         return KV - lr * G
-    N = KV - lr * (G - (KV * G).sum(-1)[..., None] * KV)
+    N = tangent_step(KV, G, lr)
     return N / ((N * N).sum(-1)[..., None]) ** 0.5
 
 
@@ -247,12 +251,7 @@ class ReducedSGD(Algorithm):
         u3 = rng.standard_normal((R, B), dtype=np.float32)
         xi = rng.standard_normal((R, B), dtype=np.float32)
         z = rng.standard_normal((R, 4))
-        A = np.zeros((R, 2, 2))
-        A[:, 0, 0] = self.lr * np.sqrt(rng.chisquare(self.d - 4, R))
-        A[:, 1, 0] = self.lr * rng.standard_normal(R)
-        if self.d > 5:
-            A[:, 1, 1] = self.lr * np.sqrt(rng.chisquare(self.d - 5, R))
-        return U, u3, xi, z, A
+        return U, u3, xi, z, self.lr * bartlett2(rng, self.d - 4, R)
 
     def _numpy_step(self, lam: float) -> None:
         U, u3, xi, z, A = self.draw()
@@ -287,6 +286,17 @@ class ReducedSGD(Algorithm):
         N = C - self.lr * G  # (R, 2, 4): the new k, v but for their out-of-span parts
         out = cholesky2(S) @ A  # (R, 2, 2): out-of-span parts, up to a rotation of the complement
         self.KV = canonical(N, out, normalise=self.projected)
+
+
+def bartlett2(rng: np.random.Generator, dof: int, R: int) -> np.ndarray:
+    """Bartlett factors (R, 2, 2) of ``Wishart_2(dof, I)``: ``[[sqrt(chi2_dof), 0], [N(0,1), sqrt(chi2_(dof-1))]]``,
+    drawn in that order (chi-squares of all repeats, then the normals, then the second chi-squares)."""
+    A = np.zeros((R, 2, 2))
+    A[:, 0, 0] = np.sqrt(rng.chisquare(dof, R))
+    A[:, 1, 0] = rng.standard_normal(R)
+    if dof > 1:
+        A[:, 1, 1] = np.sqrt(rng.chisquare(dof - 1, R))
+    return A
 
 
 def _gram2(s00, s01, s11) -> np.ndarray:
@@ -409,15 +419,21 @@ class PopulationPGD(Algorithm):
             raise RuntimeError("the compiled PGD step is not available (a build failure is logged as a warning)")
         self.kernel = "compiled" if self._kernel is not None else "numpy"
 
-    def step(self, lam: float) -> None:
+    def gradient(self, lam: float) -> np.ndarray:
+        """Euclidean gradient (R, 2, D) of the closed-form risk at ``KV``, in its dtype:
+        ``grad_k R = R_kappa k* + R_eta v* + R_rho v``, ``grad_v R = R_nu v* + R_theta k* + R_rho k``."""
         if self._grad is None or self._grad.lam != lam:
             self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma)
         k, v, ks, vs = self.KV[:, 0], self.KV[:, 1], self.ks, self.vs
-        Rk, Rn, Rt, Re, Rr = self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1))
+        Rk, Rn, Rt, Re, Rr = (np.asarray(x, dtype=self.KV.dtype)
+                              for x in self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1)))
         G = np.empty_like(self.KV)
         G[:, 0] = Rk[:, None] * ks + Re[:, None] * vs + Rr[:, None] * v
         G[:, 1] = Rn[:, None] * vs + Rt[:, None] * ks + Rr[:, None] * k
-        self.KV = retract(self.KV, G, self.lr, True)
+        return G
+
+    def step(self, lam: float) -> None:
+        self.KV = retract(self.KV, self.gradient(lam), self.lr, True)
 
     def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
         """Steps ``t, t+1, ...`` at ``lams`` in one kernel call; see :meth:`Algorithm.advance`."""
@@ -463,29 +479,18 @@ class PerturbedPGD(PopulationPGD):
         return self.KV.astype(np.float64)
 
     def step(self, lam: float) -> None:
-        if self._grad is None or self._grad.lam != lam:
-            self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma)
         f = self.dtype.type
-        k, v, ks, vs = self.KV[:, 0], self.KV[:, 1], self.ks, self.vs
-        Rk, Rn, Rt, Re, Rr = (np.asarray(x, dtype=self.dtype)
-                              for x in self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1)))
-        G = np.empty_like(self.KV)
-        G[:, 0] = Rk[:, None] * ks + Re[:, None] * vs + Rr[:, None] * v
-        G[:, 1] = Rn[:, None] * vs + Rt[:, None] * ks + Rr[:, None] * k
+        G = self.gradient(lam)
         if self.noise == 0:
             self.KV = retract(self.KV, G, f(self.lr), True)
             return
-        N = self.KV - f(self.lr) * (G - (self.KV * G).sum(-1)[..., None] * self.KV)  # the step before the projection
+        N = tangent_step(self.KV, G, f(self.lr))
         R = len(N)
         N = N + (self.noise * self.rng.standard_normal(N.shape)).astype(self.dtype)  # in-span (or all d) coordinates
         if not self.reduced:
             self.KV = N / np.sqrt((N * N).sum(-1))[..., None]
             return
-        A = np.zeros((R, 2, 2))  # Bartlett factor of Wishart_2(d - 4, I): the out-of-span parts of xi_k, xi_v
-        A[:, 0, 0] = np.sqrt(self.rng.chisquare(self.d - 4, R))
-        A[:, 1, 0] = self.rng.standard_normal(R)
-        if self.d > 5:
-            A[:, 1, 1] = np.sqrt(self.rng.chisquare(self.d - 5, R))
+        A = bartlett2(self.rng, self.d - 4, R)  # Wishart_2(d - 4, I): the out-of-span parts of xi_k, xi_v
         self.KV = canonical(N.astype(np.float64), self.noise * A, normalise=True).astype(self.dtype)
 
 
@@ -560,7 +565,7 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
-            if getattr(algo, "kernel", None) == "compiled":  # to the next logged step in one call, same checks in C
+            if algo.kernel == "compiled":  # to the next logged step in one call, same checks in C
                 n = min(log_every - t % log_every, steps - t)
                 t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
                 bad = at >= 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Callable
 
 import numpy as np
@@ -25,8 +24,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from slr.evaluate import LoggedTestSet, on_J0
 from slr.io import METRIC_COLUMNS
-from slr.predictors import BayesOptimal, LeastSquaresLinear, NotReducible
-from slr.seeding import torch_generator
+from slr.predictors import LeastSquaresLinear, NotReducible
 from slr.task import Task
 from slr.train import OVERLAPS, Algorithm
 
@@ -224,30 +222,15 @@ class ModuleTraining(Algorithm):
         """The current modules in float64 (optionally only the repeats in ``select``), as one batched predictor."""
         return StackedModel(self.stack.detached(torch.float64, select), name or f"trained {self.name}")
 
-    def directions(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Effective key and value directions (R, d) each (float64), or None if the module defines none."""
+    def vectors(self) -> np.ndarray:
+        """The effective key ``u_K`` and value ``u_V`` directions (R, 2, d), float64, so that the inherited
+        :meth:`~slr.train.Algorithm.overlaps` gives their cosines with ``k*``, ``v*`` and each other (``kappa =
+        cos(u_K, k*)``, ``nu = cos(u_V, v*)``, ...) and their norms; NaN for a module without directions."""
         if not self.defines_directions:
-            return None
+            return np.full((self.stack.R, 2, self.task.d), np.nan)
         with torch.no_grad():
             key, value = self.stack.detached(torch.float64).call("effective_directions")
-        return key.cpu().numpy(), value.cpu().numpy()
-
-    def overlaps(self) -> dict[str, np.ndarray]:
-        """Cosines of the effective key ``u_K`` and value ``u_V`` directions with ``k*``, ``v*`` and each other
-        (``kappa = cos(u_K, k*)``, ``nu = cos(u_V, v*)``, ``theta = cos(u_V, k*)``, ``eta = cos(u_K, v*)``,
-        ``rho = cos(u_K, u_V)``) and their norms, each (R,); NaN for a module without directions."""
-        dirs = self.directions()
-        if dirs is None:
-            nan = np.full(self.stack.R, np.nan)
-            return dict(kappa=nan, nu=nan, theta=nan, eta=nan, rho=nan, norm_k=nan, norm_v=nan)
-        key, value = dirs
-        ks = self.task.k_star.detach().to("cpu", torch.float64).numpy()
-        vs = self.task.v_star.detach().to("cpu", torch.float64).numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            nk, nv = np.linalg.norm(key, axis=-1), np.linalg.norm(value, axis=-1)
-            uk, uv = key / nk[:, None], value / nv[:, None]
-            return dict(kappa=uk @ ks, nu=uv @ vs, theta=uv @ ks, eta=uk @ vs, rho=(uk * uv).sum(-1), norm_k=nk,
-                        norm_v=nv)
+        return torch.stack([key, value], 1).cpu().numpy()
 
 
 class OnlineTraining(ModuleTraining):
