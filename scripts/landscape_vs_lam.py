@@ -23,22 +23,21 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slr.io import read_json  # noqa: E402
-from slr.landscape import OVERLAP_NAMES, class_distance  # noqa: E402
+from slr.landscape import class_distance  # noqa: E402
+from slr.theory import OVERLAPS  # noqa: E402
 from slr.landscape_plots import bifurcation_figure  # noqa: E402
 from slr.plots import save  # noqa: E402
-from slr.sweep import find_job_dirs  # noqa: E402
+from slr.sweep import find_job_dirs, read_job  # noqa: E402
 
 
 def read_jobs(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """All critical points of the finished jobs (with ``lam`` and ``job``), the basin fractions per label and lam,
     and the list of jobs left out (with why)."""
     points, basins, left_out = [], [], []
-    for job in find_job_dirs(sweep_dir):
-        summary = read_json(job / "summary.json") or {}
-        csv = job / "critical_points.csv"
-        if summary.get("status") != "ok" or not csv.is_file():
-            left_out.append(f"{job}: status {summary.get('status', 'missing')}" + (f" ({summary['error']})" if summary.get("error") else ""))
+    for job in map(read_job, find_job_dirs(sweep_dir)):
+        summary, csv = job.summary or {}, job.path / "critical_points.csv"
+        if job.status != "ok" or not csv.is_file():
+            left_out.append(f"{job.path}: status {job.status}" + (f" ({job.error})" if job.error else ""))
             continue
         t = pd.read_csv(csv)
         t["job"] = job.name
@@ -66,8 +65,8 @@ def link_families(points: pd.DataFrame, link: float) -> pd.DataFrame:
     for lam, g in points.groupby("lam", sort=True):
         idx = g.index.to_numpy()
         if prev_idx is not None and len(prev_idx):
-            D = class_distance(points.loc[idx, list(OVERLAP_NAMES)].to_numpy(float),
-                               points.loc[prev_idx, list(OVERLAP_NAMES)].to_numpy(float))
+            D = class_distance(points.loc[idx, list(OVERLAPS)].to_numpy(float),
+                               points.loc[prev_idx, list(OVERLAPS)].to_numpy(float))
             used_new, used_old = set(), set()
             for flat in np.argsort(D, axis=None):
                 i, j = np.unravel_index(flat, D.shape)

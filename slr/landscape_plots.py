@@ -2,16 +2,18 @@
 the path from the oracle to the swapped point, basin fractions; and the bifurcation picture of a sweep over ``lam``."""
 from __future__ import annotations
 
+import functools
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
-LABEL_ORDER = ("oracle", "swapped", "manifold", "other")
+from slr.landscape import LABELS as LABEL_ORDER  # noqa: E402
+from slr.plots import DEEP, STYLE, _no_data  # noqa: E402
 INDEX_BINS = (0, 1, 2, 3, 10, 100, 1000, 10**9)  # index classes: 0, 1, 2, 3-9, 10-99, 100-999, >= 1000
 
 
@@ -28,11 +30,20 @@ def _index_colorbar(fig, ax, cmap, norm) -> None:
     cb.set_label("Hessian index (negative eigenvalues,\nwith multiplicity, for the full d)")
 
 
+def _styled(figure):
+    """Draw ``figure`` in slr's figure style (:data:`slr.plots.STYLE`), without touching matplotlib's global settings."""
+    @functools.wraps(figure)
+    def drawn(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return figure(*args, **kwargs)
+    return drawn
+
+
+@_styled
 def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None):
     """(a) every critical point at its excess (log axis), one row per label, coloured by its Hessian index and
     annotated with it (a star marks minima); (b) the excess along the geodesic from the oracle to the swapped point;
     (c) with basins, the fraction of PGD end points in each critical point's basin (± one standard error)."""
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     basins = "basin_fraction" in table and table["basin_count"].sum() > 0
     fig, axes = plt.subplots(1, 3 if basins else 2, figsize=(17 if basins else 12.5, 5.2), layout="constrained")
     cmap, norm = index_colors()
@@ -67,8 +78,7 @@ def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | 
         ax.set(xlabel="t on the geodesic of the product of spheres (0: oracle, 1: swapped point)",
                ylabel="excess risk (units of Y²)", title="(b) risk on the path oracle → swapped point")
     else:
-        ax.text(0.5, 0.5, "no oracle–swapped pair among the critical points", ha="center", va="center",
-                transform=ax.transAxes)
+        _no_data(ax, "no oracle–swapped pair among the critical points")
         ax.set(title="(b) risk on the path oracle → swapped point")
     if basins:
         ax = axes[2]
@@ -85,17 +95,17 @@ def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | 
     return fig, axes
 
 
+@_styled
 def bifurcation_figure(points: pd.DataFrame, basins: pd.DataFrame | None = None, title: str | None = None):
     """The landscape vs ``lam`` from one table of critical points of many runs (columns ``lam``, ``family``,
     ``label``, ``excess``, ``index``): (a) excess of each family (a line per family, markers coloured by index,
     stars for minima), (b) index of each family (symlog axis), (c) with ``basins`` (columns ``lam``, ``label``,
     ``fraction``, ``se``), the fraction of PGD end points per label vs ``lam`` with error bars."""
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     with_basins = basins is not None and len(basins)
     fig, axes = plt.subplots(1, 3 if with_basins else 2, figsize=(18 if with_basins else 12.5, 5.4),
                              layout="constrained")
     cmap, norm = index_colors()
-    palette = dict(zip(LABEL_ORDER, sns.color_palette("deep", len(LABEL_ORDER))))
+    palette = dict(zip(LABEL_ORDER, DEEP))
     for fam, f in points.groupby("family", sort=False):
         f = f.sort_values("lam")
         color = palette.get(f["label"].iloc[0], "0.5")

@@ -27,15 +27,6 @@ STYLE = {  # seaborn's whitegrid style, "paper" context at font_scale 1.1, witho
     "axes.spines.right": True, "lines.solid_capstyle": "round", "patch.edgecolor": "w", "legend.frameon": True}
 
 
-def band(df, column: str, by: str = "step", level: float = 0.95):
-    """Per value of ``by``: median of ``column`` over repeats and the central ``level`` interval (lo, hi)."""
-    import pandas as pd
-
-    q = (1 - level) / 2
-    g = df.dropna(subset=[column]).groupby(by)[column]
-    return pd.DataFrame({"median": g.median(), "lo": g.quantile(q), "hi": g.quantile(1 - q), "n": g.size()}).reset_index()
-
-
 class Grid:
     """A metrics table as arrays (steps x repeats), one per column: what the bands and trajectories are drawn from.
 
@@ -105,6 +96,20 @@ def _band_plot(ax, x: np.ndarray, values: np.ndarray, label: str, color) -> None
     ax.fill_between(x, lo, hi, color=color, alpha=0.22, lw=0)
 
 
+def _reference_lines(ax, references: Mapping[str, float] | None, values: np.ndarray) -> None:
+    """Horizontal dashed lines at the positive ``references`` of an excess-risk panel on a log axis; one far below
+    the curve's ``values`` (by 1e3) is named in the legend, not drawn, so that the curves stay readable."""
+    positive = values[values > 0]
+    lo = positive.min() if positive.size else 1e-12
+    for i, (name, value) in enumerate((references or {}).items()):
+        if value is None or not np.isfinite(value) or value <= 0:
+            continue
+        if value < lo / 1e3:
+            ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
+        else:
+            ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
+
+
 def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
                     title: str | None = None, n_trajectories: int = 3):
     """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step; a DataFrame or
@@ -129,15 +134,7 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
         _band_plot(ax, x, grid[risk][keep], "closed form" if risk == "excess" else "test (Monte Carlo)", DEEP[0])
         if risk == "excess" and grid.has("test_excess"):
             _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[1])
-        positive = grid[risk][grid[risk] > 0]
-        lo = positive.min() if positive.size else 1e-12
-        for i, (name, value) in enumerate((references or {}).items()):
-            if value is None or not np.isfinite(value) or value <= 0:
-                continue
-            if value < lo / 1e3:  # far below the curves: named in the legend, not drawn, so the curves stay readable
-                ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
-            else:
-                ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
+        _reference_lines(ax, references, grid[risk])
         ax.set(yscale="log", xlabel="step", ylabel="excess risk  E(f(X) - W)²")
         _title(ax, "(a) excess risk")
         ax.legend(fontsize=8)
@@ -176,7 +173,7 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
             ax.set_yscale("log")
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "on the manifold (distance 0)", ha="center", va="center", transform=ax.transAxes)
+            _no_data(ax, "on the manifold (distance 0)")
             ax.set_xlim(grid.steps.min(), max(grid.steps.max(), 1))
         ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)")
         _title(ax, "(d) distance to the manifold θ=η=ρ=0")
@@ -234,15 +231,7 @@ def module_figure(metrics, references: Mapping[str, float] | None = None,
         ax = axes[0]
         if grid.has("test_excess"):
             _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[0])
-            positive = grid["test_excess"][grid["test_excess"] > 0]
-            lo = positive.min() if positive.size else 1e-12
-            for i, (name, value) in enumerate((references or {}).items()):
-                if value is None or not np.isfinite(value) or value <= 0:
-                    continue
-                if value < lo / 1e3:
-                    ax.plot([], [], ls="none", label=f"{name}: {value:.2g} (below the axis)")
-                else:
-                    ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
+            _reference_lines(ax, references, grid["test_excess"])
             ax.set_yscale("log")
             ax.legend(fontsize=8)
         else:
