@@ -175,7 +175,8 @@ def loop(algo, steps, log_every, lam):
 
 scale = float(sys.argv[1])
 task = Task(400, 10, G, seed=0)
-pgd = PopulationPGD(ReducedTask.of(task, 4), init_sphere(30, 400, numpy_generator(0, "init")), lr=4e-3, M=task.M,
+reduced = ReducedTask.of(task, 4) if hasattr(ReducedTask, "of") else task.reduced(4)  # before 8297cc3: Task.reduced
+pgd = PopulationPGD(reduced, init_sphere(30, 400, numpy_generator(0, "init")), lr=4e-3, M=task.M,
                     L=10, gamma=G)
 out = dict(slr=slr.__file__, pgd_us=loop(pgd, int(3000 * scale), 200, 0.1) * 1e6)
 for name, d, R, B, lr, lam, init, every in [("sgd_preset_us", 80, 30, 5, 1e-3, 2.0, init_sphere, 500),
@@ -199,9 +200,9 @@ def steps_in(root: Path, scale: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def wall(cmd: list[str], root: Path, **kw) -> tuple[float, subprocess.CompletedProcess]:
+def wall(cmd: list[str], root: Path) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, env=kw.pop("env", _env(root)), capture_output=True, text=True, **kw)
+    proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True)
     return time.perf_counter() - start, proc
 
 

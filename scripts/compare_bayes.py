@@ -132,10 +132,10 @@ def main(argv=None) -> int:
     if args.x:
         x, groups = args.x, [k for k in sweep.swept_keys(done) if k not in (args.x, args.replicate)]
     finished = {id(j) for j in done}
-    long = pd.concat([sweep.excess_long([j for j in main_jobs if id(j) in finished]),
+    main_done = [j for j in main_jobs if id(j) in finished]
+    long = pd.concat([sweep.excess_long(main_done),
                       sweep.excess_long([j for j in extra_jobs if id(j) in finished], keys=["trained"])],
                      ignore_index=True)
-    main_done = [j for j in main_jobs if id(j) in finished]
     if args.asymptotic or (x == "task.d" and all(j.summary.get("lam_auto") for j in main_done)):
         long = pd.concat([long, asymptotic_references(main_done)], ignore_index=True)
     for g in [x, *groups]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from slr.io import read_json, write_atomic
 
 VERSION = 1  # of the estimator's stream and chunking: bump when bayes_excess_is_log10 changes its numbers
 SEED = 0  # the estimate's stream: fixed, so that the value depends on the key only
@@ -39,27 +39,25 @@ def path_of(key: dict, folder: Path | None = None) -> Path:
 
 def _read(path: Path, key: dict) -> tuple[float, float] | None:
     """The entry at ``path`` if it is a valid one for ``key``."""
-    try:
-        entry = json.loads(path.read_text())
-        log10, rel_se = entry["log10_mean"], entry["rel_se"]
-        ok = entry["key"] == key and isinstance(log10, float) and isinstance(rel_se, float)
-        return (log10, rel_se) if ok and not math.isnan(log10) and math.isfinite(rel_se) else None
-    except (OSError, ValueError, KeyError, TypeError):
+    entry = read_json(path)
+    if not isinstance(entry, dict) or entry.get("key") != key:
         return None
+    log10, rel_se = entry.get("log10_mean"), entry.get("rel_se")
+    if isinstance(log10, float) and isinstance(rel_se, float) and _valid(log10, rel_se):
+        return log10, rel_se
+    return None
+
+
+def _valid(log10: float, rel_se: float) -> bool:
+    """An estimate worth keeping: a log10 that is a number (``-inf`` for ``L = 1``) and a finite relative error."""
+    return not math.isnan(log10) and math.isfinite(rel_se)
 
 
 def _write(path: Path, key: dict, log10: float, rel_se: float) -> None:
-    """Write the entry atomically (temporary file, then rename); a cache that cannot be written is skipped."""
+    """Write the entry atomically (:func:`slr.io.write_atomic`); a cache that cannot be written is skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(dict(key=key, log10_mean=log10, rel_se=rel_se), f)  # floats round-trip exactly
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(path, json.dumps(dict(key=key, log10_mean=log10, rel_se=rel_se)))  # floats round-trip exactly
     except OSError:
         pass
 
@@ -75,6 +73,6 @@ def bayes_excess_is_log10(task, draws: int, folder: Path | None = None) -> tuple
     if found is not None:
         return found[0], found[1], True
     log10, rel_se = evaluate.bayes_excess_is_log10(task, draws, SEED, CHUNK)
-    if math.isfinite(rel_se) and not math.isnan(log10):
+    if _valid(log10, rel_se):
         _write(path, key, float(log10), float(rel_se))
     return float(log10), float(rel_se), False

@@ -111,12 +111,11 @@ class MetricsWriter:
 
 
 def _cell(v: Any) -> str:
-    if type(v) is float:  # the common case, first
-        return repr(v) if v - v == 0.0 else ("" if v != v else repr(v))  # v - v is 0 for finite v, else NaN
+    """A CSV cell: empty for None and NaN, ``repr`` for a float (exact round trip), ``str`` otherwise."""
     if v is None:
         return ""
     if isinstance(v, (float, np.floating)):
-        return repr(float(v)) if math.isfinite(v) else ("" if math.isnan(v) else repr(float(v)))
+        return "" if v != v else repr(float(v))
     return str(v)
 
 

@@ -30,8 +30,9 @@ class NotReducible(TypeError):
 
 def project(X, U: torch.Tensor) -> torch.Tensor:
     """Projections ``<X_l, u_j>`` of tokens ``X`` (..., L, d) on the columns of ``U`` (P..., d, m): (P..., ..., L, m)."""
-    if isinstance(X, torch.Tensor) and X.dim() == 3 and U.dim() > 2:  # samples (n, L, d) shared by repeats (P...)
-        return shared_projection(X, U)
+    Z = getattr(X, "Z", X)  # reduced tokens: their coordinates on the basis of U
+    if Z.dim() == 3 and U.dim() > 2:  # samples (n, L, d) shared by repeats (P...)
+        return shared_projection(Z, U)
     return X @ U.unsqueeze(-3)
 
 
@@ -169,10 +170,7 @@ class BayesOptimal:
     def posterior(self, X) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f*(X), sum_l pi_l (y_l - f*)^2)``: posterior mean and variance of ``W``, the variance in two passes."""
         P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
-        score = (self.M / self.gamma**2) * P[..., 0]
-        if self.gamma != 1.0:
-            score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
-        pi = torch.softmax(score, dim=-1)  # log-sum-exp inside: scores are O(d) apart
+        pi = self._posterior_weights(P[..., 0], X)
         y = P[..., 1]
         f = (pi * y).sum(-1)
         return f, (pi * (y - f[..., None]).square()).sum(-1)
@@ -182,10 +180,14 @@ class BayesOptimal:
 
     def attention(self, X) -> torch.Tensor:
         """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
-        score = (self.M / self.gamma**2) * project(X, self.k_star[..., None]).squeeze(-1)
+        return self._posterior_weights(project(X, self.k_star[..., None]).squeeze(-1), X)
+
+    def _posterior_weights(self, pk: torch.Tensor, X) -> torch.Tensor:
+        """``pi = softmax_l s(X_l)`` from the projections ``pk = <X_l, k*>`` (..., L) and the tokens' norms."""
+        score = (self.M / self.gamma**2) * pk
         if self.gamma != 1.0:
             score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
-        return torch.softmax(score, dim=-1)
+        return torch.softmax(score, dim=-1)  # log-sum-exp inside: scores are O(d) apart
 
     def in_basis(self, E: torch.Tensor) -> "BayesOptimal":
         return dataclasses.replace(self, k_star=coordinates(E, self.k_star), v_star=coordinates(E, self.v_star))

@@ -27,10 +27,6 @@ class ReducedTokens:
 
     def __matmul__(self, U: torch.Tensor) -> torch.Tensor:
         """``<X_l, u_j>`` for the columns of ``U`` given in the same basis: ``Z @ U``."""
-        if self.Z.dim() == 3 and U.dim() > 3 and U.shape[-3] == 1:  # U.unsqueeze(-3) of a batch: one product
-            from slr.predictors import shared_projection
-
-            return shared_projection(self.Z, U.squeeze(-3))
         return self.Z @ U
 
     def square_norms(self) -> torch.Tensor:

@@ -300,14 +300,14 @@ def over_replicates(long: pd.DataFrame, x: str | None, groups: Sequence[str] = (
     rows = []
     for keys, g in long.groupby(by, sort=False, dropna=False):
         v = g["value"].to_numpy(float)
-        n = int(np.isfinite(v).sum())
+        ok = np.isfinite(v)
+        n = int(ok.sum())
         if n == 0:
             continue
         scale = float(np.nanmax(np.abs(v))) or 1.0  # tiny values (Bayes at large d) would square to 0
         mean = float(np.nanmean(v))
-        finite = v[np.isfinite(v)]
-        se = (float(np.nanstd(v / scale, ddof=1) / math.sqrt(n)) * scale if n > 1 and np.ptp(finite) > 0
-              else float(g["se"].to_numpy(float)[np.isfinite(v)][0]))
+        se = (float(np.nanstd(v / scale, ddof=1) / math.sqrt(n)) * scale if n > 1 and np.ptp(v[ok]) > 0
+              else float(g["se"].to_numpy(float)[ok][0]))
         lam = g["lam"].dropna()
         log10 = g["log10"].astype(float) if "log10" in g else pd.Series(dtype=float)
         rows.append(dict(zip(by, keys), value=mean, se=se, n=n, lam=float(lam.mean()) if len(lam) else np.nan,
