@@ -24,10 +24,11 @@ def _kernel_cache_in_tmp(tmp_path_factory):
 
 @pytest.fixture
 def make_cfg():
-    """``make_cfg("task.d=10", "train=pgd", ...)`` -> the composed DictConfig (no Hydra job is started)."""
+    """``make_cfg("task.d=10", "train=pgd", ...)`` -> the composed DictConfig (no Hydra job is started);
+    ``config_name="slr_landscape"`` composes slr-landscape's config."""
 
-    def _make(*overrides: str):
+    def _make(*overrides: str, config_name: str = "config"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides))
 
     return _make

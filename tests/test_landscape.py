@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from slr import theory
-from slr.config import CONF_DIR, ConfigError, check_landscape
+from slr.config import ConfigError, check_landscape
 from slr.landscape import (SYMMETRIES, Landscape, assign, basin_table, canonical_sign, critical_points, from_overlaps,
                            run, sphere_seeds, spec8_seeds, unit)
 
@@ -29,14 +28,9 @@ def make_landscape(lam, d=400, L=10, gamma=GAMMA):
 
 
 @pytest.fixture
-def landscape_cfg():
+def landscape_cfg(make_cfg):
     """``landscape_cfg("task.d=40", ...)`` -> the composed slr-landscape config."""
-
-    def _make(*overrides: str):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="slr_landscape", overrides=list(overrides))
-
-    return _make
+    return lambda *overrides: make_cfg(*overrides, config_name="slr_landscape")
 
 
 # ----- second partials of R in the overlaps --------------------------------------------------------------------------
