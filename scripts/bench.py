@@ -15,7 +15,7 @@ Measures (single torch thread, as in every job):
   pgd_reduced_vs_full  population PGD step at d=400, 30 repeats: full R^d over 4 coordinates (compiled)
   pgd_compiled_vs_numpy  PGD step at d=400, 30 repeats, 4 coordinates: numpy step over the compiled kernel
   zeta_quadrature      zeta(t, g) by quadrature (as the paper's code) over the Owen's-T closed form
-  steps                steps as the training loop runs them (slr.train.train, logging off), in this checkout and,
+  steps                steps as the training loop runs them (slr.training.algorithms.train, logging off), in this checkout and,
                        with --baseline, in DIR: PGD at the GD presets' settings (target >= 5x DIR's steps/s) and
                        reduced SGD at the SGD preset's and at the short job's (target >= 2x)
   job                  the short job `python -m slr task.d=1000 train.simulator=reduced train.steps=20000
@@ -52,12 +52,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slr import theory  # noqa: E402
-from slr.config import outputs_dir  # noqa: E402
-from slr.predictors import ERF  # noqa: E402
-from slr.reduced import ReducedTask  # noqa: E402
-from slr.seeding import numpy_generator, torch_generator  # noqa: E402
-from slr.task import Task  # noqa: E402
-from slr.train import FullSGD, PopulationPGD, ReducedSGD, embed, init_sphere  # noqa: E402
+from slr.app.config import outputs_dir  # noqa: E402
+from slr.core.predictors import ERF  # noqa: E402
+from slr.core.reduced import ReducedTask  # noqa: E402
+from slr.core.seeding import numpy_generator, torch_generator  # noqa: E402
+from slr.core.task import Task  # noqa: E402
+from slr.training.algorithms import FullSGD, PopulationPGD, ReducedSGD, embed, init_sphere  # noqa: E402
 
 GAMMA = 0.5**0.5
 JOB = ["task.d=1000", "train.simulator=reduced", "train.steps=20000", "train.lr=1e-3", "predictor.lam=0.1",
@@ -154,16 +154,16 @@ import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 import slr
-from slr.predictors import ERF
-from slr.reduced import ReducedTask
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import PopulationPGD, ReducedSGD, init_manifold, init_sphere, train
+from slr.core.predictors import ERF
+from slr.core.reduced import ReducedTask
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import PopulationPGD, ReducedSGD, init_manifold, init_sphere, train
 G = 0.5 ** 0.5
 
 
 def loop(algo, steps, log_every, lam):
-    """Seconds per step of slr.train.train with logging off (what a job's training costs between logged steps)."""
+    """Seconds per step of slr.training.algorithms.train with logging off (what a job's training costs between logged steps)."""
     train(algo, steps=min(steps, 500), log_every=log_every, schedule=lambda t: lam, log=lambda *a: [])  # warm-up
     best = float("inf")
     for _ in range(3):
@@ -219,7 +219,7 @@ def job_in(root: Path, out: Path, *extra: str) -> dict:
 
 def forget_bayes(root: Path) -> None:
     """Remove the cached Bayes excess of the short job's task (if this checkout caches it): the next job computes it."""
-    code = ("from slr import bayes_cache\nfrom slr.task import Task\n"
+    code = ("from slr.core import bayes_cache\nfrom slr.core.task import Task\n"
             "p = bayes_cache.path_of(bayes_cache.key_of(Task(1000, 10, 0.5 ** 0.5), 100000))\np.unlink(missing_ok=True)")
     if (root / "slr" / "bayes_cache.py").exists():
         subprocess.run([sys.executable, "-c", code], cwd=root, env=_env(root), check=True)
@@ -242,7 +242,7 @@ def bench_job(root: Path, out: Path, rounds: int) -> dict:
 
 def bench_startup(root: Path, run_folder: str, rounds: int) -> dict:
     cmds = {"help_s": ["-m", "slr", "--help"], "config_error_s": ["-m", "slr", "task.d=1"],
-            "report_s": ["-m", "slr.report", run_folder]}
+            "report_s": ["-m", "slr.results.report", run_folder]}
     times = {k: [] for k in cmds}
     for _ in range(rounds):
         for k, args in cmds.items():
@@ -268,8 +268,8 @@ def bench_paper(root: Path) -> dict:
 
 def bench_modules(steps: int) -> dict:
     """Stacked (vmap over the repeats' stacked parameters) vs looped repeats of the transformer, online Adam."""
-    from slr.models import Transformer
-    from slr.train_modules import OnlineTraining, build
+    from slr.models.transformer import Transformer
+    from slr.training.modules import OnlineTraining, build
 
     out = {}
     for d, L, R, B in [(20, 5, 8, 256), (20, 5, 8, 32), (20, 5, 30, 32), (80, 10, 8, 256), (80, 10, 8, 32)]:

@@ -31,9 +31,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slr import sweep  # noqa: E402
-from slr.plots import save  # noqa: E402
-from slr.sweep_plots import AXIS_LABELS, excess_bars, excess_vs_parameter  # noqa: E402
+from slr.results import sweep  # noqa: E402
+from slr.plots.dynamics import save  # noqa: E402
+from slr.plots.sweeps import AXIS_LABELS, excess_bars, excess_vs_parameter  # noqa: E402
 
 
 def _constant(jobs, path: str):
@@ -80,7 +80,7 @@ def markers(jobs, x: str | None, curves: pd.DataFrame) -> dict[str, float]:
 
 
 def asymptotic_references(jobs) -> pd.DataFrame:
-    """Rows of :func:`slr.sweep.excess_long` for the asymptotic law and the swapped point, one per finished job."""
+    """Rows of :func:`slr.results.sweep.excess_long` for the asymptotic law and the swapped point, one per finished job."""
     from slr import theory
     from slr.landscape import swapped_point
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from slr.landscape import class_distance  # noqa: E402
 from slr.theory import OVERLAPS  # noqa: E402
-from slr.landscape_plots import bifurcation_figure  # noqa: E402
-from slr.plots import save  # noqa: E402
-from slr.sweep import find_job_dirs, read_job  # noqa: E402
+from slr.plots.landscape import bifurcation_figure  # noqa: E402
+from slr.plots.dynamics import save  # noqa: E402
+from slr.results.sweep import find_job_dirs, read_job  # noqa: E402
 
 
 def read_jobs(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

@@ -1,4 +1,4 @@
-"""Plain, durable run outputs: atomic JSON, a metrics CSV flushed as the run goes, and tolerant readers."""
+"""Plain, durable files: atomic JSON, a metrics CSV flushed as the run goes, tolerant readers, and the user cache folder."""
 from __future__ import annotations
 
 import io
@@ -127,3 +127,20 @@ def read_metrics(path: Path):
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     return pd.read_csv(io.StringIO(text)) if text else pd.DataFrame(columns=list(METRIC_COLUMNS))
+
+
+def cache_dir() -> Path:
+    """The folder of the compiled kernels (and of the Bayes cache), created if needed: ``$SLR_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/slr`` or ``~/.cache/slr``; a per-user folder in the temporary directory when that one cannot
+    be created or written."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slr"
+    path = Path(os.environ.get("SLR_CACHE_DIR") or default)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = Path(tempfile.gettempdir()) / f"slr-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    path.mkdir(exist_ok=True)
+    return path

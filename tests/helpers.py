@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from slr.task import Task
+from slr.core.task import Task
 
 Z4 = 4.0  # tolerance in standard errors for every Monte Carlo comparison
 
@@ -108,7 +108,7 @@ def log_normal(sq_dist, var: float, d: int):
 def direct_posterior(X: torch.Tensor, task: Task):
     """``E[W|X]`` and ``Var(W|X)`` from the likelihood ratios ``log N(X_l; M k*, gamma^2 I) - log N(X_l; 0, I)``.
 
-    Written in float64 numpy with an explicit max-shift, independently of :class:`slr.predictors.BayesOptimal`.
+    Written in float64 numpy with an explicit max-shift, independently of :class:`slr.core.predictors.BayesOptimal`.
     """
     Xn = X.detach().to(torch.float64).numpy()
     ks, vs = task.k_star.to(torch.float64).numpy(), task.v_star.to(torch.float64).numpy()
@@ -123,7 +123,7 @@ def direct_posterior(X: torch.Tensor, task: Task):
 
 
 def bayes_excess_importance(d: int, L: int, gamma: float, M: float, n: int, seed: int, chunk: int = 200_000):
-    """Bayes excess ``E Var(W|X)`` by importance sampling, written independently of ``slr.evaluate.bayes_excess_is``.
+    """Bayes excess ``E Var(W|X)`` by importance sampling, written independently of ``slr.core.evaluate.bayes_excess_is``.
 
     ``Var(W|X) = sum_{l<l'} pi_l pi_l' (y_l - y_l')^2``; by exchangeability the expectation is
     ``(L-1) P12 + C(L-1,2) P23`` (pair = (J0, noise) or (noise, noise)). The pair is drawn from

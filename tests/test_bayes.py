@@ -10,11 +10,11 @@ import torch
 from helpers import Z4, bayes_excess_importance, direct_posterior, informative_token, mc_mean
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.evaluate import bayes_excess_is, bayes_excess_is_log10, compare, mc_excess
-from slr.predictors import BayesOptimal, Bilinear, Linear, oracle
-from slr.seeding import numpy_generator
-from slr.task import Task
-from slr.train import OVERLAPS, PopulationPGD, embed, init_sphere
+from slr.core.evaluate import bayes_excess_is, bayes_excess_is_log10, compare, mc_excess
+from slr.core.predictors import BayesOptimal, Bilinear, Linear, oracle
+from slr.core.seeding import numpy_generator
+from slr.core.task import Task
+from slr.training.algorithms import OVERLAPS, PopulationPGD, embed, init_sphere
 
 GAMMA = 0.5**0.5
 L = 10

@@ -8,9 +8,10 @@ import textwrap
 
 import pytest
 
-from slr import bayes_cache, evaluate
-from slr.run import run
-from slr.task import Task
+from slr.core import bayes_cache
+from slr.core import evaluate
+from slr.app.run import run
+from slr.core.task import Task
 
 
 def test_the_cached_value_is_the_computed_value_and_serves_every_seed(tmp_path):
@@ -48,8 +49,8 @@ def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, damage):
 
 WORKER = textwrap.dedent("""
     import sys
-    from slr import bayes_cache
-    from slr.task import Task
+    from slr.core import bayes_cache
+    from slr.core.task import Task
     task = Task(400, 10, 0.5 ** 0.5, seed=int(sys.argv[2]))
     print("ready", flush=True)
     sys.stdin.readline()  # start together

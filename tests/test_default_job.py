@@ -4,7 +4,7 @@ import json
 import pytest
 
 from slr import theory
-from slr.run import run
+from slr.app.run import run
 
 
 @pytest.mark.slow

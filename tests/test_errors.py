@@ -2,7 +2,7 @@
 allowed; a non-zero exit code; no traceback; nothing already written lost.
 
 Every case is checked in-process (``check(make_cfg(...))`` for the ranges, choices and combinations that
-:func:`slr.config.check` owns; ``make_cfg`` itself for what Hydra refuses while composing: wrong types, unknown
+:func:`slr.app.config.check` owns; ``make_cfg`` itself for what Hydra refuses while composing: wrong types, unknown
 keys, unknown group options); a representative handful also through ``python -m slr`` in subprocesses, launched
 together to share their ~3 s of imports.
 """
@@ -16,9 +16,9 @@ import sys
 import pytest
 from hydra.errors import HydraException
 
-from slr.config import ConfigError, check
+from slr.app.config import ConfigError, check
 from slr.io import read_metrics
-from slr.run import run
+from slr.app.run import run
 
 TINY = ["task.d=12", "task.L=4", "train.steps=20", "train.log_every=10", "train.repeats=2", "eval.n_test=200",
         "eval.bayes_is=0", "figures=false"]
@@ -32,7 +32,7 @@ def _tiny(*overrides: str) -> list[str]:
     return [o for o in TINY if o.split("=", 1)[0] not in keys | parents] + list(overrides)
 
 
-# (overrides, the field the message must name); each is refused by slr.config.check
+# (overrides, the field the message must name); each is refused by slr.app.config.check
 REFUSED_BY_CHECK = [
     (["task.d=1"], "task.d"),
     (["task.d=0"], "task.d"),
@@ -223,7 +223,7 @@ def cli(tmp_path_factory):
     existing = root / "existing_run"  # a finished run folder, written before any refused run is launched
     from hydra import compose, initialize_config_dir
 
-    from slr.config import CONF_DIR
+    from slr.app.config import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         run(compose(config_name="config", overrides=TINY), out_dir=existing)
@@ -259,7 +259,7 @@ def test_cli_refuses_with_a_paragraph_and_no_traceback(cli, name):
 
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_cli_refusal_creates_no_run_folder(cli, name):
-    """Refused before Hydra makes the run folder (the ``slr.config.Validate`` callback): nothing under SLR_OUTPUTS."""
+    """Refused before Hydra makes the run folder (the ``slr.app.config.Validate`` callback): nothing under SLR_OUTPUTS."""
     if name != "check":
         assert not any(p.is_file() for p in cli[name]["folder"].rglob("*"))
 

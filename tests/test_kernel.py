@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import slr.kernel
+import slr.training.kernels
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
-from slr.predictors import ERF, SOFTMAX
-from slr.reduced import ReducedTask
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import (EXPLODED_NORM, PopulationPGD, ReducedSGD, embed, init_manifold, init_sphere, lam_schedule,
+from slr.core.predictors import ERF, SOFTMAX
+from slr.core.reduced import ReducedTask
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import (EXPLODED_NORM, PopulationPGD, ReducedSGD, embed, init_manifold, init_sphere, lam_schedule,
                        train)
 
 GAMMA = 0.5**0.5
@@ -201,21 +201,21 @@ def test_the_training_loop_logs_the_same_rows_with_either_pgd():
 def fresh_kernel(tmp_path, monkeypatch):
     """An empty kernel cache in tmp_path, and no kernel loaded yet in this process."""
     monkeypatch.setenv("SLR_CACHE_DIR", str(tmp_path / "cache"))
-    slr.kernel.reduced_step.cache_clear()
-    slr.kernel.pgd_step.cache_clear()
+    slr.training.kernels.reduced_step.cache_clear()
+    slr.training.kernels.pgd_step.cache_clear()
     yield tmp_path / "cache"
-    slr.kernel.reduced_step.cache_clear()
-    slr.kernel.pgd_step.cache_clear()
+    slr.training.kernels.reduced_step.cache_clear()
+    slr.training.kernels.pgd_step.cache_clear()
 
 
 def test_kernel_is_built_once_into_the_cache(fresh_kernel):
-    path = slr.kernel.build()
+    path = slr.training.kernels.build()
     assert path.parent == fresh_kernel and path.exists()
     mtime = path.stat().st_mtime_ns
-    assert slr.kernel.build() == path and path.stat().st_mtime_ns == mtime
+    assert slr.training.kernels.build() == path and path.stat().st_mtime_ns == mtime
     assert [p.name for p in fresh_kernel.iterdir()] == [path.name]  # no temporary file left behind
-    assert slr.kernel.reduced_step() is not None
-    assert slr.kernel.pgd_step() is not None
+    assert slr.training.kernels.reduced_step() is not None
+    assert slr.training.kernels.pgd_step() is not None
     assert len(list(fresh_kernel.glob("*.so"))) == 2
 
 
@@ -223,14 +223,14 @@ def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, mon
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("SLR_CACHE_DIR", str(blocker / "cache"))  # cannot be created: a file is in the way
-    assert slr.kernel.cache_dir().name.startswith("slr-cache-")
+    assert slr.training.kernels.cache_dir().name.startswith("slr-cache-")
 
 
 def test_without_a_compiler_the_numpy_step_runs(fresh_kernel, monkeypatch, caplog):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     task = Task(30, 4, 0.7, seed=0)
     C0 = init_sphere(5, 30, numpy_generator(0, "init"))
-    with caplog.at_level(logging.WARNING, logger="slr.kernel"):
+    with caplog.at_level(logging.WARNING, logger="slr.training.kernels"):
         algo = ReducedSGD(task, ERF, C0, lr=1e-2, batch_size=3, projected=True, generator=torch_generator(0, "train"))
         pgd = PopulationPGD(ReducedTask.of(task, 4), C0, lr=1e-2, M=task.M, L=4, gamma=0.7)
     assert algo._kernel is None and algo.kernel == "numpy" and pgd.kernel == "numpy"
@@ -272,7 +272,7 @@ def test_without_scipys_c_functions_pgd_runs_its_numpy_step(fresh_kernel, monkey
 
     monkeypatch.setattr(cython_special, "__pyx_capi__", {})
     task = Task(30, 4, 0.7, seed=0)
-    with caplog.at_level(logging.WARNING, logger="slr.kernel"):
+    with caplog.at_level(logging.WARNING, logger="slr.training.kernels"):
         pgd = PopulationPGD(ReducedTask.of(task, 4), init_sphere(3, 30, numpy_generator(0, "init")), lr=1e-2,
                             M=task.M, L=4, gamma=0.7)
     assert pgd.kernel == "numpy" and "owens_t" in caplog.text

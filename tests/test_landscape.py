@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from slr import theory
-from slr.config import ConfigError, check_landscape
+from slr.app.config import ConfigError, check_landscape
+from slr.app.landscape import run
 from slr.landscape import (SYMMETRIES, Landscape, assign, basin_table, canonical_sign, critical_points, from_overlaps,
-                           run, sphere_seeds, spec8_seeds, unit)
+                           sphere_seeds, spec8_seeds, unit)
 
 GAMMA = 0.5**0.5
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_landscape_refuses_bad_input(landscape_cfg, overrides, field):
 def _launch(args, tmp_path, script=None) -> subprocess.Popen:
     env = dict(os.environ, CI="true", SLR_OUTPUTS=str(tmp_path / "outputs"))
     cmd = ([sys.executable, str(script), *args] if script
-           else [sys.executable, "-c", "from slr.landscape import main; main()", *args])
+           else [sys.executable, "-c", "from slr.app.landscape import main; main()", *args])
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 

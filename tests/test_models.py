@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from helpers import one_thread_per_module  # noqa: F401  (one torch thread: these tensors are small)
-from slr.config import ConfigError, check
-from slr.evaluate import compare
-from slr.models import Transformer
-from slr.predictors import softmax_attention
-from slr.run import run
-from slr.task import Task
-from slr.train_modules import OnlineTraining, build, lr_scheduler
+from slr.app.config import ConfigError, check
+from slr.core.evaluate import compare
+from slr.models.transformer import Transformer
+from slr.core.predictors import softmax_attention
+from slr.app.run import run
+from slr.core.task import Task
+from slr.training.modules import OnlineTraining, build, lr_scheduler
 
 HERE = __name__  # this file's module name: the user modules below are imported by Hydra from it
 SMALL = ["task.d=10", "task.L=4", "train.repeats=2", "train.steps=40", "train.log_every=20", "eval.n_test=2000",
@@ -192,7 +192,7 @@ def test_erf_attention_weights_are_normalised_absolute_erf():
     task = Task(6, 4, 0.5**0.5, seed=0)
     k, v = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     X = task.sample(30, torch.Generator().manual_seed(0)).X
-    from slr.predictors import erf_attention
+    from slr.core.predictors import erf_attention
 
     w = torch.erf(0.7 * X @ k).abs()
     torch.testing.assert_close(erf_attention(k, v, 0.7).attention(X), w / w.sum(-1, keepdim=True))

@@ -59,10 +59,10 @@ def installed(tmp_path_factory):
 
 def test_the_wheel_carries_the_configs_and_the_kernel_source(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    configs = {str(p.relative_to(REPO)) for p in (REPO / "slr" / "conf").rglob("*.yaml")}
+    configs = {"slr/" + str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.yaml")}  # conf/ ships as slr/conf
     assert configs and configs <= names, sorted(configs - names)
-    sources = {f"slr/{p.name}" for p in (REPO / "slr").glob("*.c")}
-    assert {"slr/_reduced_step.c", "slr/_pgd_step.c"} <= sources <= names
+    sources = {str(p.relative_to(REPO)) for p in (REPO / "slr").rglob("*.c")}
+    assert {"slr/training/kernels/reduced_step.c", "slr/training/kernels/pgd_step.c"} <= sources <= names
     assert not any(n.startswith(("tests/", "scripts/", "docs/")) for n in names)
 
 
@@ -92,8 +92,8 @@ def test_every_preset_and_launcher_composes_from_the_wheel(installed):
     assert "name: paper_gd_manifold" in out and "d: 400" in out
     script = """
 from hydra import compose, initialize_config_dir
-import slr.config
-from slr.config import CONF_DIR, check
+import slr.app.config
+from slr.app.config import CONF_DIR, check
 assert "site-packages" in str(CONF_DIR), CONF_DIR
 presets = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 launchers = ["basic", "joblib", "submitit_local", "submitit_slurm", "slurm"]
@@ -105,7 +105,7 @@ with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         assert cfg.hydra.launcher._target_, l
 print(len(presets), "presets", len(launchers), "launchers")
 """
-    n_presets = len(list((REPO / "slr" / "conf" / "experiment").glob("*.yaml")))
+    n_presets = len(list((REPO / "conf" / "experiment").glob("*.yaml")))
     assert f"{n_presets} presets 5 launchers" in _run([b / "python", "-c", script], work, env).stdout
     sweep = work / "sweep"
     _run([b / "slr", "-m", *TINY, "figures=false", "seed=0,1", "hydra/launcher=joblib", f"hydra.sweep.dir={sweep}"],

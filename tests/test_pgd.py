@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from slr import theory
-from slr.reduced import ReducedTask
-from slr.seeding import numpy_generator
-from slr.task import Task
-from slr.train import OVERLAPS, PopulationPGD, embed, init_manifold, init_sphere
+from slr.core.reduced import ReducedTask
+from slr.core.seeding import numpy_generator
+from slr.core.task import Task
+from slr.training.algorithms import OVERLAPS, PopulationPGD, embed, init_manifold, init_sphere
 
 GAMMA = 0.5**0.5
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from slr import theory
-from slr.reduced import ReducedTask
-from slr.run import run
-from slr.seeding import numpy_generator
-from slr.task import Task
-from slr.train import PerturbedPGD, PopulationPGD, embed, init_oracle, init_sphere, population_pgd
+from slr.core.reduced import ReducedTask
+from slr.app.run import run
+from slr.core.seeding import numpy_generator
+from slr.core.task import Task
+from slr.training.algorithms import PerturbedPGD, PopulationPGD, embed, init_oracle, init_sphere, population_pgd
 
 GAMMA = 0.5**0.5
 TINY = ["train=pgd", "task.d=30", "task.L=4", "train.steps=300", "train.log_every=100", "train.repeats=3",

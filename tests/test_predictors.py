@@ -9,11 +9,11 @@ import torch
 from helpers import direct_posterior
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.predictors import (ERF, SOFTMAX, BayesOptimal, Bilinear, LeastSquaresLinear, Linear, NotReducible,
+from slr.core.predictors import (ERF, SOFTMAX, BayesOptimal, Bilinear, LeastSquaresLinear, Linear, NotReducible,
                             erf_attention, oracle, softmax_attention)
-from slr.reduced import ReducedTokens
-from slr.task import Task
-from slr.train import squared_loss_gradient
+from slr.core.reduced import ReducedTokens
+from slr.core.task import Task
+from slr.training.algorithms import squared_loss_gradient
 
 N, L, D = 3, 4, 5
 

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from slr.run import run
+from slr.app.run import run
 
 PRESETS = {
     # preset: (algo, d, lam0, lr, steps, log_every, schedule, init)

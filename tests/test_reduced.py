@@ -9,12 +9,12 @@ from scipy import stats
 
 from helpers import Z4, one_thread, vectors_with_overlaps
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
-from slr.evaluate import compare, mc_excess, reduce
-from slr.predictors import ERF, BayesOptimal, Bilinear, Linear, erf_attention
-from slr.reduced import ReducedTask, ReducedTokens, span_basis
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import (OVERLAPS, FullSGD, PopulationPGD, ReducedSGD, embed, init_manifold, init_oracle,
+from slr.core.evaluate import compare, mc_excess, reduce
+from slr.core.predictors import ERF, BayesOptimal, Bilinear, Linear, erf_attention
+from slr.core.reduced import ReducedTask, ReducedTokens, span_basis
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import (OVERLAPS, FullSGD, PopulationPGD, ReducedSGD, embed, init_manifold, init_oracle,
                        init_sphere)
 
 GAMMA = 0.5**0.5

@@ -1,6 +1,6 @@
 """Reliability (issue 6): divergence is a result, failures are recorded, outputs survive SIGKILL, numbers reproduce.
 
-In-process runs go through :func:`slr.run.run`; what only a process can show (exit codes, the job log, a kill, the
+In-process runs go through :func:`slr.app.run.run`; what only a process can show (exit codes, the job log, a kill, the
 launchers) goes through ``python -m slr`` (or a two-line driver that breaks one function first), launched together
 where possible so that they share their ~3 s of imports.
 """
@@ -22,13 +22,14 @@ import pytest
 import torch
 import yaml
 
-import slr.run
-from slr.config import digest
+import slr.app.run
+from slr.app.config import digest
 from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, read_metrics, write_json
-from slr.run import finished_before, run
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import OVERLAPS, Algorithm, init_sphere, train
+from slr.app.job import finished_before
+from slr.app.run import run
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import OVERLAPS, Algorithm, init_sphere, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.d=12", "task.L=4", "train.steps=40", "train.log_every=10", "train.repeats=3", "eval.n_test=300",
@@ -165,7 +166,7 @@ def test_divergence_of_some_repeats_leaves_the_others_running(make_cfg, tmp_path
 def test_resume_counts_a_diverged_run_as_finished(make_cfg, tmp_path):
     """Re-running a diverged config with the same seed diverges again: resume skips it, like an ok run, but not a
     failed or running one, nor one of another config."""
-    from slr.run import finished_before
+    from slr.app.job import finished_before
 
     cfg = make_cfg("task.d=12", "task.L=4", "train.steps=30", "train.repeats=2", "train.lr=1e6", "train.projected=false", "eval.n_test=200",
                    "eval.bayes_is=0", "figures=false")
@@ -184,7 +185,7 @@ def test_an_exception_inside_run_is_recorded(make_cfg, tmp_path, monkeypatch, ca
     def broken(*args, **kwargs):
         raise RuntimeError("injected failure in evaluate_final")
 
-    monkeypatch.setattr(slr.run, "evaluate_final", broken)
+    monkeypatch.setattr(slr.app.run, "evaluate_final", broken)
     with caplog.at_level(logging.ERROR, logger="slr"), pytest.raises(RuntimeError, match="injected"):
         run(make_cfg(*TINY), out_dir=tmp_path)
     summary = strict_json(tmp_path / "summary.json")
@@ -198,9 +199,9 @@ def test_an_exception_inside_run_is_recorded(make_cfg, tmp_path, monkeypatch, ca
 
 DRIVER = '''\
 """python -m slr with evaluate_final broken for seed=1 (a stand-in for an unexpected bug)."""
-import slr.run
+import slr.app.run
 
-_evaluate_final = slr.run.evaluate_final
+_evaluate_final = slr.app.run.evaluate_final
 
 
 def evaluate_final(cfg, *args, **kwargs):
@@ -209,8 +210,8 @@ def evaluate_final(cfg, *args, **kwargs):
     return _evaluate_final(cfg, *args, **kwargs)
 
 
-slr.run.evaluate_final = evaluate_final
-slr.run.main()
+slr.app.run.evaluate_final = evaluate_final
+slr.app.run.main()
 '''
 
 

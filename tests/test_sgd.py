@@ -9,10 +9,10 @@ import torch
 from helpers import Z4, one_thread, vectors_with_overlaps
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.predictors import ERF
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import OVERLAPS, FullSGD, ReducedSGD, embed, init_manifold, init_sphere, squared_loss_gradient
+from slr.core.predictors import ERF
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import OVERLAPS, FullSGD, ReducedSGD, embed, init_manifold, init_sphere, squared_loss_gradient
 
 GAMMA = 0.5**0.5
 

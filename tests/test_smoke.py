@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import yaml
 
-from slr.run import run
+from slr.app.run import run
 
 
 def test_tiny_run_writes_a_complete_run_folder(make_cfg, tmp_path):
@@ -44,7 +44,7 @@ def test_trajectory_panel_spans_the_outcomes():
     """Panel (c) shows the least, a middle and the most aligned repeat, not the first three."""
     import pandas as pd
 
-    from slr.plots import _spread_repeats
+    from slr.plots.dynamics import _spread_repeats
     final = {0: 0.5, 1: 1.9, 2: 0.1, 3: 1.0, 4: 1.5}  # |kappa| + |nu| at the last step
     m = pd.DataFrame([dict(step=s, repeat=r, kappa=(f / 2 if s else 0.0), nu=-(f / 2 if s else 0.0))
                       for r, f in final.items() for s in (0, 10)])
@@ -53,7 +53,7 @@ def test_trajectory_panel_spans_the_outcomes():
 
 
 def test_comparison_table_shows_one_bayes_number_and_says_which():
-    from slr.run import comparison_table
+    from slr.results.tables import comparison_table
 
     row = dict(name="Bayes-optimal", mc=0.0, se=0.0, importance_sampling=0.0, importance_sampling_se=0.0,
                importance_sampling_log10=-9797.63, importance_sampling_rel_se=0.031)
@@ -68,7 +68,7 @@ def test_comparison_table_shows_one_bayes_number_and_says_which():
 
 
 def test_alignment_line_counts_aligned_and_swapped_repeats():
-    from slr.run import alignment_line
+    from slr.results.tables import alignment_line
 
     per = dict(kappa=[0.97, -0.98, 0.1, 0.95], nu=[0.99, -0.99, 0.2, 0.5], eta=[0.0, 0.0, 0.97, 0.0])
     line = alignment_line(dict(final_overlaps=dict(per_repeat=per),
@@ -92,7 +92,7 @@ def test_figures_are_png_by_default_and_pdf_on_request(make_cfg, tmp_path):
 
 
 def test_figures_false_writes_no_figure_and_slr_report_reads_the_run(make_cfg, tmp_path, capsys):
-    from slr.report import main as report
+    from slr.results.report import main as report
 
     summary = run(make_cfg(*SMALL, "train.simulator=reduced", "figures=false"), out_dir=tmp_path)
     assert summary["status"] == "ok" and summary["timings"]["figures_s"] < 0.1
@@ -124,17 +124,17 @@ def test_the_app_and_slr_report_start_without_torch_or_matplotlib():
 
     code = """
 import sys
-import slr, slr.run, slr.config
+import slr, slr.app.run, slr.app.config
 from hydra import compose, initialize_config_dir
-with initialize_config_dir(config_dir=str(slr.config.CONF_DIR), version_base="1.3"):
+with initialize_config_dir(config_dir=str(slr.app.config.CONF_DIR), version_base="1.3"):
     cfg = compose(config_name="config", overrides=["task.d=1"])
 try:
-    slr.config.check(cfg)
-except slr.config.ConfigError:
+    slr.app.config.check(cfg)
+except slr.app.config.ConfigError:
     pass
 heavy = lambda: ",".join(sorted(m for m in ("torch", "matplotlib", "pandas", "scipy", "seaborn") if m in sys.modules))
 print(heavy() or "none")
-import slr.report
+import slr.results.report
 print(heavy())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -142,7 +142,7 @@ print(heavy())
 
 
 def test_the_init_names_of_the_config_are_those_of_train():
-    from slr.config import INIT_NAMES
-    from slr.train import INITS
+    from slr.app.config import INIT_NAMES
+    from slr.training.algorithms import INITS
 
     assert tuple(INITS) == INIT_NAMES

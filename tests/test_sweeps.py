@@ -15,8 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from slr import report, sweep
-from slr.config import CONF_DIR, check
+from slr.results import report
+from slr.results import sweep
+from slr.app.config import CONF_DIR, check
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
@@ -176,7 +177,7 @@ def test_slr_report_on_a_run_folder_and_on_a_sweep_folder(tiny_sweep, capsys):
                 "oracle, best", "linear", "bilinear", "of 2 repeats aligned (|kappa|, |nu| >= 0.9); lam 4 -> 3.45"):
         assert row in out
 
-    res = subprocess.run([sys.executable, "-m", "slr.report", str(tiny_sweep)], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "slr.results.report", str(tiny_sweep)], capture_output=True, text=True,
                          env=dict(os.environ, CI="true"), timeout=120)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()

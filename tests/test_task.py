@@ -8,7 +8,7 @@ from scipy import stats
 
 from helpers import Z4, informative_token
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
-from slr.task import Task
+from slr.core.task import Task
 
 D, L, GAMMA, EPS = 6, 7, 0.8, 0.3
 N = 100_000

@@ -1,7 +1,7 @@
 """Closed forms of SPEC 3 against independent computations: quadrature, finite differences and Monte Carlo.
 
 Every Monte Carlo check draws real tokens with ``Task.sample`` and evaluates the predictor from its definition
-(written here, not taken from ``slr.predictors``); the tolerance is ``Z4 = 4`` standard errors.
+(written here, not taken from ``slr.core.predictors``); the tolerance is ``Z4 = 4`` standard errors.
 """
 import functools
 import math
@@ -15,7 +15,7 @@ from scipy.special import erf
 from helpers import Z4, bayes_excess_importance, erf_T, informative_token, vectors_with_overlaps
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.task import Task
+from slr.core.task import Task
 
 SQPI = math.sqrt(math.pi)
 

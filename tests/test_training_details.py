@@ -13,12 +13,13 @@ import torch
 
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.evaluate import compare, mc_excess
-from slr.predictors import ERF, erf_attention
-from slr.run import _mean_se, run
-from slr.seeding import numpy_generator, torch_generator
-from slr.task import Task
-from slr.train import ERM, embed, init_sphere
+from slr.core.evaluate import compare, mc_excess
+from slr.core.predictors import ERF, erf_attention
+from slr.app.final import _mean_se
+from slr.app.run import run
+from slr.core.seeding import numpy_generator, torch_generator
+from slr.core.task import Task
+from slr.training.algorithms import ERM, embed, init_sphere
 
 GAMMA = 0.5**0.5
 
@@ -122,9 +123,9 @@ def test_logged_test_excess_reuses_one_test_set_and_matches_float64(make_cfg, tm
     """The logged Monte Carlo excess is computed on one set of test sequences drawn from the ``log`` stream at the start
     (common random numbers): a model that does not move logs the same value at every step, and the value is the float64
     excess on those sequences up to float32 rounding."""
-    from slr.evaluate import excess_on
-    from slr.predictors import BayesOptimal
-    from slr.reduced import ReducedTask
+    from slr.core.evaluate import excess_on
+    from slr.core.predictors import BayesOptimal
+    from slr.core.reduced import ReducedTask
 
     cfg = make_cfg("task.d=12", "task.L=4", "train.steps=40", "train.log_every=10", "train.repeats=3", "train.lr=1e-300",
                    "train.simulator=reduced", "train.log_test_size=500", "eval.n_test=200", "eval.bayes_is=0",
@@ -135,7 +136,7 @@ def test_logged_test_excess_reuses_one_test_set_and_matches_float64(make_cfg, tm
     assert (per_step.nunique() == 1).all() and per_step.iloc[0].nunique() == 3  # fixed over steps, not over repeats
     task = ReducedTask.of(Task(12, 4, GAMMA, 0.1, seed=0), 4)
     batch = task.sample(500, torch_generator(0, "log"), dtype=torch.float64)
-    from slr.train import init_sphere
+    from slr.training.algorithms import init_sphere
     C0 = torch.as_tensor(init_sphere(3, 12, numpy_generator(0, "init")))
     expected = excess_on(erf_attention(C0[:, 0], C0[:, 1], 0.7), BayesOptimal.of(task), batch.X).mean(-1).numpy()
     assert np.allclose(per_step.iloc[0].to_numpy(), expected, rtol=1e-5, atol=0)

@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-import slr.kernel
-from slr.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
-from slr.reduced import ReducedTask
-from slr.seeding import numpy_from_torch
-from slr.task import Task
+import slr.training.kernels
+from slr.core.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
+from slr.core.reduced import ReducedTask
+from slr.core.seeding import numpy_from_torch
+from slr.core.task import Task
 from slr.theory import OVERLAPS, ErfRiskGradient
 
 EXPLODED_NORM = 1e6  # a repeat whose |k| or |v| passes this is declared diverged
@@ -216,11 +216,11 @@ class ReducedSGD(Algorithm):
         # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
         self.rng = numpy_from_torch(generator, np.random.SFC64)
         self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
-        fits = self._kind is not None and self.B * self.L <= slr.kernel.MAX_TOKENS  # the kernel's token buffers
-        self._kernel = slr.kernel.reduced_step() if fits and kernel is not False else None
+        fits = self._kind is not None and self.B * self.L <= slr.training.kernels.MAX_TOKENS  # the kernel's token buffers
+        self._kernel = slr.training.kernels.reduced_step() if fits and kernel is not False else None
         if kernel and self._kernel is None:
             raise RuntimeError(f"the compiled reduced SGD step is not available ({kind.name} attention, "
-                               f"batch_size x L = {self.B * self.L} of at most {slr.kernel.MAX_TOKENS} tokens; "
+                               f"batch_size x L = {self.B * self.L} of at most {slr.training.kernels.MAX_TOKENS} tokens; "
                                "a build failure is logged as a warning)")
         self.kernel = "compiled" if self._kernel is not None else "numpy"
 
@@ -414,7 +414,7 @@ class PopulationPGD(Algorithm):
         self._grad = None
         # the one condition for the compiled step: it implements float64 PGD on the noise-free closed form
         applies = self.KV.dtype == np.float64
-        self._kernel = slr.kernel.pgd_step() if applies and kernel is not False else None
+        self._kernel = slr.training.kernels.pgd_step() if applies and kernel is not False else None
         if kernel and self._kernel is None:
             raise RuntimeError("the compiled PGD step is not available (a build failure is logged as a warning)")
         self.kernel = "compiled" if self._kernel is not None else "numpy"

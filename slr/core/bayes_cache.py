@@ -1,9 +1,9 @@
 """The importance-sampling Bayes excess, computed once per ``(d, L, gamma, signal, draws)`` and reused.
 
-The estimate of :func:`slr.evaluate.bayes_excess_is_log10` depends on the task only through ``d``, ``L``, ``gamma``
+The estimate of :func:`slr.core.evaluate.bayes_excess_is_log10` depends on the task only through ``d``, ``L``, ``gamma``
 and ``M`` (the task is invariant under rotations, so ``k*`` and ``v*`` do not matter) and on its number of draws;
 drawn from a fixed stream (seed 0) it is a pure function of those, so every job of a sweep with the same task can
-share it. Entries are small JSON files in ``<cache_dir>/bayes_is/`` (:func:`slr.kernel.cache_dir`, beside the
+share it. Entries are small JSON files in ``<cache_dir>/bayes_is/`` (:func:`slr.io.cache_dir`, beside the
 compiled kernels), written atomically: two jobs computing the same key at once both write the same value, and a
 reader sees a whole file or none. An entry that does not parse or does not hold its own key is recomputed and
 rewritten.
@@ -30,7 +30,7 @@ def key_of(task, draws: int) -> dict:
 
 def path_of(key: dict, folder: Path | None = None) -> Path:
     if folder is None:
-        from slr.kernel import cache_dir
+        from slr.io import cache_dir
 
         folder = cache_dir()
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -65,7 +65,7 @@ def _write(path: Path, key: dict, log10: float, rel_se: float) -> None:
 def bayes_excess_is_log10(task, draws: int, folder: Path | None = None) -> tuple[float, float, bool]:
     """The Bayes excess of ``task`` by importance sampling with ``draws`` draws (seed 0):
     ``(log10 of the mean, relative standard error, whether it came from the cache)``."""
-    from slr import evaluate
+    from slr.core import evaluate
 
     key = key_of(task, draws)
     path = path_of(key, folder)

@@ -1,5 +1,5 @@
 """Tables in, figures out, for sweeps: excess risk of every predictor against the swept parameter, and its ratio to
-the Bayes-optimal excess. The tables are :func:`slr.sweep.series` output (one row per curve and x value, with
+the Bayes-optimal excess. The tables are :func:`slr.results.sweep.series` output (one row per curve and x value, with
 ``label``, ``value``, ``se``, ``source``, ``ratio``, ``ratio_se``); nothing here knows which experiment made them.
 """
 from __future__ import annotations
@@ -121,7 +121,7 @@ def excess_vs_parameter(curves: pd.DataFrame, x: str, *, reference: str | None =
     """Excess risk of every curve against ``x`` (left) and, when ``reference`` (the Bayes curve's label) has positive
     values, the ratio of each excess to the reference's (right, log axis). Log axes where values span a decade.
 
-    ``curves``: :func:`slr.sweep.series` output; ``vlines``: labelled vertical markers (e.g. ``n = L d + 1``).
+    ``curves``: :func:`slr.results.sweep.series` output; ``vlines``: labelled vertical markers (e.g. ``n = L d + 1``).
     Returns ``(fig, axes)``.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.15)

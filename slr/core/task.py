@@ -5,14 +5,14 @@ from typing import NamedTuple
 
 import torch
 
-from slr.seeding import torch_generator
+from slr.core.seeding import torch_generator
 from slr.theory import signal_norm
 
 
 class Batch(NamedTuple):
     """Samples of the task: tokens ``X`` (..., L, d), outputs ``y``, latent positions ``J0`` and ``W = <X_J0, v*>``.
 
-    ``X`` is a tensor, or :class:`slr.reduced.ReducedTokens` for the dimension-free sampler (SPEC 6).
+    ``X`` is a tensor, or :class:`slr.core.reduced.ReducedTokens` for the dimension-free sampler (SPEC 6).
     """
 
     X: torch.Tensor

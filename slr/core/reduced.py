@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from slr.seeding import numpy_from_torch
-from slr.task import Batch, as_shape
+from slr.core.seeding import numpy_from_torch
+from slr.core.task import Batch, as_shape
 from slr.theory import signal_norm
 
 

@@ -1,4 +1,4 @@
-"""The compiled kernels of the reduced SGD chain (``_reduced_step.c``) and of population PGD (``_pgd_step.c``),
+"""The compiled kernels of the reduced SGD chain (``reduced_step.c``) and of population PGD (``pgd_step.c``),
 built on first use with the system C compiler.
 
 Both advance every repeat by many steps per call (up to the next logged step), so that a step costs no Python:
@@ -25,31 +25,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from slr.io import cache_dir  # noqa: F401  (the kernels and the Bayes cache share it)
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_reduced_step.c")
-PGD_SOURCE = Path(__file__).with_name("_pgd_step.c")
+SOURCE = Path(__file__).with_name("reduced_step.c")
+PGD_SOURCE = Path(__file__).with_name("pgd_step.c")
 # No -march=native: the cache may be shared by machines of different generations (a cluster's home directory).
 # -fno-math-errno lets erff/expf vectorise; -ffp-contract=off keeps the rounding the same with and without FMA.
 MAX_TOKENS = 4096  # batch_size * L per repeat, as in the C source
 CFLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-shared", "-fPIC")
-
-
-def cache_dir() -> Path:
-    """The folder of the compiled kernels (and of the Bayes cache), created if needed: ``$SLR_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/slr`` or ``~/.cache/slr``; a per-user folder in the temporary directory when that one cannot
-    be created or written."""
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slr"
-    path = Path(os.environ.get("SLR_CACHE_DIR") or default)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    path = Path(tempfile.gettempdir()) / f"slr-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def numpy_random_flags() -> tuple[str, ...]:

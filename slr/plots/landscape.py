@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from slr.landscape import LABELS as LABEL_ORDER  # noqa: E402
-from slr.plots import DEEP, STYLE, _no_data  # noqa: E402
+from slr.plots.dynamics import DEEP, STYLE, _no_data  # noqa: E402
 INDEX_BINS = (0, 1, 2, 3, 10, 100, 1000, 10**9)  # index classes: 0, 1, 2, 3-9, 10-99, 100-999, >= 1000
 
 
@@ -31,7 +31,7 @@ def _index_colorbar(fig, ax, cmap, norm) -> None:
 
 
 def _styled(figure):
-    """Draw ``figure`` in slr's figure style (:data:`slr.plots.STYLE`), without touching matplotlib's global settings."""
+    """Draw ``figure`` in slr's figure style (:data:`slr.plots.dynamics.STYLE`), without touching matplotlib's global settings."""
     @functools.wraps(figure)
     def drawn(*args, **kwargs):
         with plt.rc_context(STYLE):

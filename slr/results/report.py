@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slr import sweep
+from slr.results import sweep
 from slr.io import underflowed_log10
 
 # (summary key, column title) of the main numbers of a sweep row, after the trained predictor's
@@ -28,7 +28,7 @@ def _num(v, digits: int = 4) -> str:
 
 def run_report(job: sweep.Job) -> str:
     """Status, task, training, timings and the comparison table of one run folder."""
-    from slr.run import alignment_line, comparison_table
+    from slr.results.tables import alignment_line, comparison_table
 
     s = job.summary or {}
     lines = [f"run {job.path}", f"status: {job.status}" + (f"  ({job.error})" if job.error else "")]
@@ -67,7 +67,7 @@ def run_report(job: sweep.Job) -> str:
 
 def sweep_rows(jobs: list[sweep.Job]) -> pd.DataFrame:
     """One row per job: the swept parameters, status, the trained excess (mc ± se, and its median closed form),
-    the headline number of each baseline (:func:`slr.sweep.headline`) and the wall time."""
+    the headline number of each baseline (:func:`slr.results.sweep.headline`) and the wall time."""
     keys = sweep.swept_keys(jobs) or list(dict.fromkeys(k for j in jobs for k in j.overrides))
     rows = []
     for j in jobs:

@@ -30,7 +30,7 @@ STYLE = {  # seaborn's whitegrid style, "paper" context at font_scale 1.1, witho
 class Grid:
     """A metrics table as arrays (steps x repeats), one per column: what the bands and trajectories are drawn from.
 
-    ``metrics``: a DataFrame, or the row dicts of :class:`slr.train.History` (one per repeat and logged step).
+    ``metrics``: a DataFrame, or the row dicts of :class:`slr.training.algorithms.History` (one per repeat and logged step).
     """
 
     def __init__(self, metrics, columns: tuple[str, ...] = METRIC_COLUMNS):

@@ -1,9 +1,9 @@
-"""Structured configs mirroring ``slr/conf/`` (registered with Hydra's ConfigStore) and their validation.
+"""Structured configs mirroring ``conf/`` (registered with Hydra's ConfigStore) and their validation.
 
 Hydra rejects a wrong type or an unknown key of these dataclasses when the config is composed; :func:`check`
 adds the ranges, the choices and the combinations that a type cannot express, and the keys that ``+key=value``
 slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field; the :class:`Validate`
-callback (``slr/conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
+callback (``conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
 """
 from __future__ import annotations
 
@@ -22,7 +22,17 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package, so that a wheel works
+def _conf_dir() -> Path:
+    """``conf/`` at the top of a checkout (an editable install reads it there); in an installed wheel the same files
+    ship as ``slr/conf``."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
+        return checkout / "conf"
+    return package / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -48,7 +58,7 @@ class PredictorConfig:
 
 @dataclass
 class TransformerConfig:
-    """A standard transformer on the tokens (SPEC 9, :class:`slr.models.Transformer`): ``n_layers`` blocks of
+    """A standard transformer on the tokens (SPEC 9, :class:`slr.models.transformer.Transformer`): ``n_layers`` blocks of
     ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``; pre-LayerNorm when
     ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the tokens' mean (``mean``)."""
 
@@ -196,7 +206,7 @@ class LandscapeAppConfig:
 
 
 TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
-INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.train.INITS (checked by a test), here so that
+INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.training.algorithms.INITS (checked by a test), here so that
 # validating a config does not import torch
 
 
@@ -293,10 +303,10 @@ class ConfigError(ValueError, CompactHydraException):
 
 
 class Validate(Callback):
-    """Hydra callback (``hydra.callbacks.validate`` in ``slr/conf/config.yaml``): refuse an invalid single run before
+    """Hydra callback (``hydra.callbacks.validate`` in ``conf/config.yaml``): refuse an invalid single run before
     Hydra creates its run folder, with the :class:`ConfigError` paragraph on stderr and exit code 2.
 
-    Multirun jobs are checked one by one when they start (by :func:`slr.run.run`), since each has its own config.
+    Multirun jobs are checked one by one when they start (by :func:`slr.app.run.run`), since each has its own config.
     """
 
     @staticmethod
@@ -463,7 +473,7 @@ def check_landscape(cfg: DictConfig) -> None:
 
 
 class ValidateLandscape(Validate):
-    """:class:`Validate` for ``slr-landscape`` (``slr/conf/slr_landscape.yaml``)."""
+    """:class:`Validate` for ``slr-landscape`` (``conf/slr_landscape.yaml``)."""
 
     @staticmethod
     def check(cfg: DictConfig) -> None:
@@ -540,7 +550,8 @@ def _module_training(cfg: DictConfig) -> None:
 
 def _probe_user_module(cfg: DictConfig) -> None:
     """Build the user's module (``predictor.model``, with ``d``, ``L`` of the task) and run it on a tiny batch."""
-    from slr.models import ModuleError, build_user_module, probe
+    from slr.app.build import build_user_module
+    from slr.models.contract import ModuleError, probe
 
     target = OmegaConf.select(cfg, "predictor.model._target_")
     allowed = ("the import path of a torch.nn.Module class (predictor.model._target_=mypkg.MyNet) whose constructor "

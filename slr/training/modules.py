@@ -8,7 +8,7 @@ whose gradient in a repeat's parameters is that repeat's own. A module that ``vm
 control flow, ``.item()``, in-place buffer updates...) falls back to a loop over repeats, with a logged warning.
 
 :class:`OnlineTraining` draws a fresh batch every step, :class:`FixedSetTraining` descends on ``n_train`` fixed
-samples per repeat (ERM); both answer the :class:`slr.train.Algorithm` interface that :func:`slr.train.train` loops
+samples per repeat (ERM); both answer the :class:`slr.training.algorithms.Algorithm` interface that :func:`slr.training.algorithms.train` loops
 over, and :class:`StackedModel` answers the evaluator's ``predict(X) -> (R, n)``.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from slr.evaluate import LoggedTestSet, on_J0
+from slr.core.evaluate import LoggedTestSet, on_J0
 from slr.io import METRIC_COLUMNS
-from slr.predictors import LeastSquaresLinear, NotReducible
-from slr.task import Task
-from slr.train import OVERLAPS, Algorithm
+from slr.core.predictors import LeastSquaresLinear, NotReducible
+from slr.core.task import Task
+from slr.training.algorithms import OVERLAPS, Algorithm
 
 log = logging.getLogger("slr")
 
@@ -175,7 +175,7 @@ class ModuleTraining(Algorithm):
     """State of ``R`` repeats of a torch module, trained by a torch optimiser on the squared loss.
 
     ``KV`` is the loop's view of the state: every parameter of every repeat, flattened (R, P), which
-    :func:`slr.train.train` checks for divergence.
+    :func:`slr.training.algorithms.train` checks for divergence.
     """
 
     kind = None  # not (k, v) attention
@@ -224,7 +224,7 @@ class ModuleTraining(Algorithm):
 
     def vectors(self) -> np.ndarray:
         """The effective key ``u_K`` and value ``u_V`` directions (R, 2, d), float64, so that the inherited
-        :meth:`~slr.train.Algorithm.overlaps` gives their cosines with ``k*``, ``v*`` and each other (``kappa =
+        :meth:`~slr.training.algorithms.Algorithm.overlaps` gives their cosines with ``k*``, ``v*`` and each other (``kappa =
         cos(u_K, k*)``, ``nu = cos(u_V, v*)``, ...) and their norms; NaN for a module without directions."""
         if not self.defines_directions:
             return np.full((self.stack.R, 2, self.task.d), np.nan)

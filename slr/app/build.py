@@ -1,0 +1,139 @@
+"""The builders of a job: its task and initial points, and the training algorithm of each ``train`` group for
+closed-form attention, or the autograd training of a torch module."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from slr.app.config import learning_rate
+
+if TYPE_CHECKING:  # torch (~1.5 s) is imported by the builders, so that --help and a refused config start fast
+    import torch
+
+    from slr.training.algorithms import Algorithm
+
+
+def _dtype(cfg: DictConfig):
+    import torch
+
+    return torch.float64 if cfg.train.get("dtype", "float64") == "float64" else torch.float32
+
+
+def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.core.predictors import ATTENTION_KINDS
+    from slr.core.seeding import torch_generator
+    from slr.training.algorithms import FullSGD, ReducedSGD, embed
+
+    kind, tc = ATTENTION_KINDS[cfg.predictor.name], cfg.train
+    gen = torch_generator(cfg.seed, "train", task.device)
+    if tc.simulator == "reduced":
+        return ReducedSGD(task, kind, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
+                          projected=tc.projected, generator=gen)
+    return FullSGD(task, kind, embed(C0, task, init_rng), lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
+                   projected=tc.projected, generator=gen, dtype=_dtype(cfg))
+
+
+def build_pgd(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.core.reduced import ReducedTask
+    from slr.core.seeding import numpy_generator
+    from slr.training.algorithms import embed, population_pgd
+
+    tc = cfg.train
+    if tc.simulator == "reduced":
+        eval_task, KV0 = ReducedTask.of(task, 4), C0
+    else:
+        eval_task, KV0 = task, embed(C0, task, init_rng).numpy()
+    # float64 without noise: PopulationPGD; float32 or noise > 0: PerturbedPGD (numpy), noise from the train stream
+    return population_pgd(eval_task, KV0, lr=learning_rate(cfg, task.d), M=task.M, L=task.L, gamma=task.gamma,
+                          d=task.d, dtype=tc.dtype, noise=tc.noise, rng=numpy_generator(cfg.seed, "train"))
+
+
+def build_erm(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.core.predictors import ATTENTION_KINDS
+    from slr.core.seeding import torch_generator
+    from slr.training.algorithms import ERM, embed
+
+    tc = cfg.train
+    return ERM(task, ATTENTION_KINDS[cfg.predictor.name], embed(C0, task, init_rng), lr=learning_rate(cfg, task.d),
+               n_train=tc.n_train, projected=tc.projected, optimizer=tc.optimizer,
+               generator=torch_generator(cfg.seed, "train", task.device), dtype=_dtype(cfg))
+
+
+def build_none(cfg, task, C0, init_rng) -> Algorithm:
+    from slr.core.predictors import ATTENTION_KINDS
+    from slr.core.reduced import ReducedTask
+    from slr.training.algorithms import Frozen, embed
+
+    kind = ATTENTION_KINDS[cfg.predictor.name]
+    if cfg.train.simulator == "reduced":
+        return Frozen(ReducedTask.of(task, 4), kind, C0)
+    return Frozen(task, kind, embed(C0, task, init_rng).to(task.device))
+
+
+BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none}
+
+
+def build_module(cfg, task, C0, init_rng) -> Algorithm:
+    """Torch modules (SPEC 9): ``train.repeats`` transformers or user modules, each initialised from its own seed
+    drawn from the init stream, trained online (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
+    import torch
+
+    from slr.models.transformer import Transformer
+    from slr.core.seeding import torch_generator
+    from slr.training.modules import FixedSetTraining, OnlineTraining, build
+
+    tc, pc = cfg.train, cfg.predictor
+    if pc.name == "transformer":
+        def make():
+            return Transformer(task.d, task.L, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
+                               mlp=pc.mlp, norm=pc.norm, pool=pc.pool)
+        name = "transformer"
+    else:
+        def make():
+            return build_user_module(pc.model, task.d, task.L)
+        name = str(pc.model._target_)
+    modules = build(task, make, tc.repeats, init_rng.integers(0, 2**62, tc.repeats))
+    torch.manual_seed(int(init_rng.integers(0, 2**62)))  # a module drawing random numbers (dropout) reproduces too
+    kw = dict(optimizer=tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay, steps=tc.steps,
+              warmup_steps=tc.warmup_steps, lr_decay=tc.lr_decay, generator=torch_generator(cfg.seed, "train", task.device),
+              dtype=_dtype(cfg), name=name)
+    if tc.algo == "erm":
+        return FixedSetTraining(task, modules, n_train=tc.n_train, **kw)
+    return OnlineTraining(task, modules, batch_size=tc.batch_size, **kw)
+
+
+def job_task(cfg: DictConfig, repeats: int):
+    """What every job starts from: its torch threads set, the task of ``cfg.task`` and ``seed``, and ``repeats``
+    initial points of ``train.init`` in canonical coordinates (R, 2, 4), with the ``init`` stream that drew them
+    (:func:`slr.training.algorithms.embed` continues it). Returns ``(task, C0, init_rng)``."""
+    import torch
+
+    from slr.core.seeding import numpy_generator
+    from slr.core.task import Task
+    from slr.training.algorithms import INITS
+
+    torch.set_num_threads(cfg.threads)
+    task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
+                axes=cfg.task.axes, device=cfg.device)
+    init_rng = numpy_generator(cfg.seed, "init")
+    return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
+
+
+def build_user_module(model_cfg, d: int, L: int) -> torch.nn.Module:
+    """``hydra.utils.instantiate(model_cfg, d=d, L=L)``; raises :class:`ModuleError` with one line saying why not."""
+    import torch
+    from hydra.utils import instantiate
+
+    from slr.models.contract import ModuleError, one_line
+
+    try:
+        module = instantiate(model_cfg, d=d, L=L)
+    except Exception as exc:  # import errors, constructor errors, bad arguments: all end here
+        cause = exc.__cause__ or exc
+        raise ModuleError(f"building it with d={d}, L={L} failed ({one_line(exc)}"
+                          + (f"; cause: {one_line(cause)}" if cause is not exc else "")
+                          + ")") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise ModuleError(f"it built a {type(module).__name__}, not a torch.nn.Module")
+    return module

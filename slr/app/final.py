@@ -1,0 +1,99 @@
+"""The final evaluation of a job: the trained predictor and every baseline on the same test samples (Monte Carlo
+excess with standard errors, paired excess over Bayes), their closed forms, and the Bayes excess by importance
+sampling."""
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from slr.core.task import Task
+    from slr.training.algorithms import Algorithm
+
+
+def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, alive: np.ndarray,
+                   timings: dict | None = None) -> dict:
+    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms; ``timings``
+    receives how long the importance-sampling Bayes excess took and whether it came from the cache."""
+    import torch
+
+    from slr import theory
+    from slr.core import evaluate
+    from slr.core.bayes_cache import bayes_excess_is_log10
+    from slr.core.predictors import ATTENTION_KINDS, ERF, SOFTMAX, Attention, Bilinear, Linear, erf_attention
+    from slr.core.reduced import ReducedTask
+
+    timings = {} if timings is None else timings
+    eval_task = algo.eval_task
+    simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
+    best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
+    kind = ATTENTION_KINDS.get(cfg.predictor.name)
+    if kind is None:  # a torch module (SPEC 9): its oracle is softmax attention at Bayes's M/gamma^2 (exact at gamma=1)
+        kind, lam = SOFTMAX, task.M / task.gamma**2
+    baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
+        "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
+        "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
+        "linear": Linear.of(eval_task),
+        "bilinear": Bilinear.of(eval_task),
+    }
+    closed = {"oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma)),
+              "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal))}
+    if kind is ERF:
+        closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal))
+    predictors = dict(baselines)
+    if alive.any() and algo.kind is None:  # a torch module
+        predictors = {"trained": algo.predictor(select=alive), **baselines}
+    elif alive.any():
+        trained = algo.predictor(lam)
+        sel = torch.as_tensor(alive, device=trained.k.device)
+        predictors = {"trained": type(trained)(trained.k[sel], trained.v[sel], lam, trained.kind, trained.name),
+                      **baselines}
+    for i, p in enumerate(algo.fitted_baselines()):
+        predictors["least_squares" if i == 0 else f"fitted_{i}"] = p
+    if simulator == "reduced" and not isinstance(eval_task, ReducedTask):
+        reduced, eval_task = evaluate.reduce(list(predictors.values()), task)
+        predictors = dict(zip(predictors, reduced))
+    rows = evaluate.compare(list(predictors.values()), eval_task, cfg.eval.n_test, cfg.seed, simulator="full")
+    out = {}
+    for key, row in zip(["bayes", *predictors], rows):
+        entry = dict(name=row.name, mc=row.excess, se=row.excess_se, over_bayes=row.over_bayes,
+                     over_bayes_se=row.over_bayes_se)
+        if np.ndim(row.excess) > 0:  # batched over repeats: per-repeat values, and their mean
+            per, per_over = np.asarray(row.excess), np.asarray(row.over_bayes)
+            entry = dict(name=row.name, mc=float(per.mean()), se=_mean_se(per, row.pooled_se),
+                         over_bayes=float(per_over.mean()), over_bayes_se=_mean_se(per_over, row.pooled_over_bayes_se),
+                         repeat_sd=float(per.std(ddof=1)) if per.size > 1 else 0.0,
+                         per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
+        if key in closed:
+            entry["closed_form"] = closed[key]
+        if row.attention_on_J0 is not None:  # mean weight on the informative token (SPEC 9)
+            att = np.asarray(row.attention_on_J0)
+            entry["attention_on_J0"] = float(np.median(att))
+            if att.ndim > 0:
+                entry["attention_on_J0_per_repeat"] = att
+        out[key] = entry
+    out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
+    bound_log10 = theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal)
+    out["bayes"]["upper_bound"] = 10.0**bound_log10
+    if cfg.eval.bayes_is > 0:  # a function of (d, L, gamma, signal, draws) only: computed once, then cached
+        start = time.perf_counter()
+        log10_m, rel_se, cached = bayes_excess_is_log10(task, cfg.eval.bayes_is)
+        timings.update(bayes_is_s=time.perf_counter() - start, bayes_is_cached=cached)
+        m = 10.0**log10_m  # 0 below ~1e-308: the log10 entry keeps it
+        out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
+                            importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se,
+                            upper_bound_log10=bound_log10)
+    return out
+
+
+def _mean_se(per_repeat: np.ndarray, pooled_mc_se: float) -> float:
+    """Standard error of a mean over repeats evaluated on shared test samples: the spread between repeats
+    (``sd/sqrt(R)``) and the Monte Carlo error of the shared samples, combined in quadrature."""
+    R = per_repeat.size
+    between = per_repeat.var(ddof=1) / R if R > 1 else 0.0
+    return float(math.sqrt(between + pooled_mc_se**2))
+

@@ -1,0 +1,115 @@
+"""The life of a job, shared by ``slr`` and ``slr-landscape``: the run folder (``summary.json`` from ``running`` to
+``ok``/``diverged``/``failed``), resume, signals, and how a job exits (2 for a refused config)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from slr.app.config import ConfigError, digest
+from slr.io import read_json, write_json
+
+log = logging.getLogger("slr")
+
+
+def _hydra_output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def show_progress() -> bool:
+    """A progress bar only on an interactive terminal, outside CI and multiruns."""
+    return sys.stderr.isatty() and not os.environ.get("CI") and not _in_multirun()
+
+
+def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, body, what: str) -> dict:
+    """The life of a run folder, shared by ``slr`` and ``slr-landscape``: refuse an invalid config before anything is
+    written (``check_config``), write ``summary.json`` with status ``running``, run ``body(cfg, out, summary, t_start)``,
+    and on any exception record status ``failed`` with the error (the traceback goes to the log) before re-raising.
+    Returns the summary."""
+    check_config(cfg)
+    out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
+    out.mkdir(parents=True, exist_ok=True)
+    import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the clock starts
+    t_start = time.perf_counter()
+    summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
+    write_json(out / "summary.json", summary)
+    try:
+        body(cfg, out, summary, t_start)
+    except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        summary.setdefault("timings", {})["total_s"] = time.perf_counter() - t_start
+        log.error("%s failed: %s\n%s", what, summary["error"], traceback.format_exc())
+        try:
+            write_json(out / "summary.json", summary)
+        except Exception:  # the summary itself does not serialise: keep its essentials
+            write_json(out / "summary.json", {k: summary[k] for k in ("status", "name", "config_digest", "error")})
+        exc.slr_recorded = True  # main() need not report it again
+        raise
+    return summary
+
+
+def finished_before(cfg: DictConfig, out: Path) -> dict | None:
+    """The summary already in ``out`` if it is a finished run (status ok, or diverged: re-running the same config
+    and seed would diverge again) of the same config, else None."""
+    prev = read_json(out / "summary.json")
+    if prev and prev.get("status") in ("ok", "diverged") and prev.get("config_digest") == digest(cfg):
+        return prev
+    return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler ending a job) as an exception, so that :func:`run` records it as a failure."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def job_exits(cfg: DictConfig, command: str):
+    """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
+    failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
+    log, which the console shows too); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
+    status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
+    exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the
+    signals."""
+    if not _in_multirun():
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    except ConfigError as err:
+        if _in_multirun():  # the job's folder exists: say in it why it holds no results, for slr-report and aggregate
+            log.error("%s", err)
+            write_json(_hydra_output_dir() / "summary.json", dict(status="failed", name=cfg.get("name"), error=str(err)))
+            raise
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if _in_multirun():
+            raise
+        if not getattr(exc, "slr_recorded", False):  # failed before run_in_folder() could record it
+            log.exception("%s failed before the run started", command)
+        sys.exit(1)  # Hydra would print the traceback a second time
+    except KeyboardInterrupt as exc:
+        if _in_multirun():
+            raise
+        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        print(f"{command}: {how}; summary.json records status failed", file=sys.stderr)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+

@@ -1,0 +1,248 @@
+"""Monte Carlo risks of any predictor, with standard errors, and paired comparisons with the Bayes-optimal estimator.
+
+Per sample, ``E[(f(X) - W)^2 | X] = (f(X) - f*(X))^2 + Var(W | X)`` where ``f*`` and ``Var(W | X)`` are the
+Bayes posterior mean and variance. The default estimator averages the right-hand side (Rao-Blackwellised:
+unbiased, never noisier than averaging ``(f - W)^2``), and ``(f - f*)^2`` is the excess over Bayes, a paired
+non-negative quantity with a small standard error even when both risks are large.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from slr.core.predictors import BayesOptimal, Predictor
+from slr.core.reduced import ReducedTask, ReducedTokens, span_basis
+from slr.core.seeding import torch_generator
+from slr.core.task import Task
+from slr.theory import bhattacharyya_distance
+
+CHUNK_ELEMENTS = 2**22  # tokens' coordinates held at once while evaluating
+
+
+class RunningMean:
+    """Mean and standard error of samples arriving in chunks along the last axis (Chan's parallel update)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().to(torch.float64).cpu().numpy()
+        m = x.shape[-1]
+        mean = x.mean(-1)
+        m2 = ((x - mean[..., None]) ** 2).sum(-1)
+        delta, n = mean - self.mean, self.n + m
+        self.mean = self.mean + delta * m / n
+        self.m2 = self.m2 + m2 + delta**2 * self.n * m / n
+        self.n = n
+
+    @property
+    def se(self):
+        return np.sqrt(self.m2 / (self.n - 1) / self.n) if self.n > 1 else np.full_like(np.asarray(self.mean), np.nan)
+
+
+@dataclass
+class Comparison:
+    """One predictor's Monte Carlo excess risk and its excess over Bayes (arrays over repeats for batched ones)."""
+
+    name: str
+    excess: np.ndarray
+    excess_se: np.ndarray
+    over_bayes: np.ndarray
+    over_bayes_se: np.ndarray
+    n: int
+    pooled_se: float = float("nan")  # Monte Carlo s.e. of the mean over repeats (samples are shared by repeats)
+    pooled_over_bayes_se: float = float("nan")
+    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (SPEC 9), if any
+
+
+def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor], ReducedTask]:
+    """Express predictors in an orthonormal basis of ``span{k*, v*, their vectors}`` and return the reduced task (SPEC 6)."""
+    extra = [u for p in predictors for u in p.vectors if u is not task.k_star and u is not task.v_star]
+    E = span_basis(task.k_star, task.v_star, *extra)  # (..., d, r)
+    if E.shape[-1] > task.d:
+        raise ValueError(f"the reduced sampler needs d >= {E.shape[-1]} for these predictors, got d={task.d}")
+    reduced = ReducedTask.of(task, E.shape[-1])
+    return [p.in_basis(E.to(reduced.dtype)) for p in predictors], reduced
+
+
+def batches(task, n: int, generator: torch.Generator, chunk: int | None = None):
+    """Samples of ``task`` in chunks of at most ``chunk`` sequences (default: a few million coordinates)."""
+    width = task.L * (task.r if isinstance(task, ReducedTask) else task.d)
+    chunk = chunk or max(1, CHUNK_ELEMENTS // width)
+    for start in range(0, n, chunk):
+        yield task.sample(min(chunk, n - start), generator, dtype=torch.float64)
+
+
+def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, simulator: str = "full",
+            chunk: int | None = None) -> list[Comparison]:
+    """Excess risk and excess over Bayes of every predictor on the same ``n`` test samples (Bayes first in the result)."""
+    if simulator not in ("full", "reduced"):
+        raise ValueError(f"simulator must be 'full' or 'reduced', got {simulator!r}")
+    predictors = [BayesOptimal.of(task), *predictors]
+    if simulator == "reduced" and not isinstance(task, ReducedTask):
+        predictors, task = reduce(predictors, task)
+    generator = torch_generator(seed, "eval", task.device)
+    acc = [[RunningMean() for _ in range(4)] for _ in predictors]  # excess, over Bayes, and their repeat means
+    att = [RunningMean() if callable(getattr(p, "attention", None)) else None for p in predictors]
+    with torch.no_grad():
+        for batch in batches(task, n, generator, chunk):
+            f_star, var = predictors[0].posterior(batch.X)
+            for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att):
+                d2 = (p.predict(batch.X) - f_star).square()  # (..., m)
+                ex.add(d2 + var)
+                ov.add(d2)
+                ex_pool.add((d2 + var).reshape(-1, d2.shape[-1]).mean(0))
+                ov_pool.add(d2.reshape(-1, d2.shape[-1]).mean(0))
+                if a is not None:
+                    a.add(on_J0(p.attention(batch.X), batch.J0))
+    return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se),
+                       None if a is None else a.mean)
+            for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att)]
+
+
+def on_J0(weights: torch.Tensor, J0: torch.Tensor) -> torch.Tensor:
+    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,) (SPEC 9)."""
+    idx = J0.to(weights.device).expand(weights.shape[:-1]).unsqueeze(-1)
+    return weights.gather(-1, idx).squeeze(-1)
+
+
+def mc_excess(predictor: Predictor, task, n: int, seed: int = 0, *, simulator: str = "full",
+              estimator: str = "rao-blackwell", chunk: int | None = None):
+    """Monte Carlo excess risk ``E (f(X) - W)^2`` of ``predictor``: ``(mean, standard_error)``.
+
+    ``estimator="plain"`` averages ``(f(X) - W)^2`` itself; the default averages its conditional expectation
+    given ``X``. Batched predictors give arrays over their repeat axes.
+    """
+    if estimator == "rao-blackwell":
+        row = compare([predictor], task, n, seed, simulator=simulator, chunk=chunk)[1]
+        return _scalar(row.excess), _scalar(row.excess_se)
+    if estimator != "plain":
+        raise ValueError(f"estimator must be 'rao-blackwell' or 'plain', got {estimator!r}")
+    if simulator == "reduced" and not isinstance(task, ReducedTask):
+        (predictor,), task = reduce([predictor], task)
+    acc = RunningMean()
+    generator = torch_generator(seed, "eval", task.device)
+    with torch.no_grad():
+        for batch in batches(task, n, generator, chunk):
+            acc.add((predictor.predict(batch.X) - batch.W).square())
+    return _scalar(acc.mean), _scalar(acc.se)
+
+
+def _scalar(x):
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
+
+
+def excess_on(predictor: Predictor, bayes: BayesOptimal, X) -> torch.Tensor:
+    """Per-sample ``(f - f*)^2 + Var(W|X)`` on given tokens: average it over the last axis for the excess risk."""
+    f_star, var = bayes.posterior(X)
+    return (predictor.predict(X) - f_star).square() + var
+
+
+class LoggedTestSet:
+    """The test sequences behind the Monte Carlo excess logged during training: ``n`` sequences drawn once from the
+    task's ``log`` stream, with their Bayes posterior mean and variance (computed in float64), reused at every logged
+    step. The curve of a run then moves only with the model (common random numbers), and a logged step costs one
+    prediction, in ``dtype`` (float32 for the attention models: its rounding, 1e-7, is far below the Monte Carlo error
+    of a thousand samples, and it halves the cost)."""
+
+    def __init__(self, task, n: int, seed: int, dtype: torch.dtype = torch.float64):
+        generator = torch_generator(seed, "log", task.device)
+        batch = task.sample(n, generator, dtype=torch.float64)
+        with torch.no_grad():
+            f_star, var = BayesOptimal.of(task).posterior(batch.X)
+        X = batch.X
+        if dtype != torch.float64:
+            X = type(X)(X.Z.to(dtype), X.q.to(dtype)) if isinstance(X, ReducedTokens) else X.to(dtype)
+        self.batch, self.dtype = batch._replace(X=X), dtype
+        self.f_star, self.var = f_star.to(dtype), var.to(dtype)
+
+    def excess(self, predictor: Predictor) -> np.ndarray:
+        """Mean of ``(f - f*)^2 + Var(W|X)`` over the test sequences: (R,) for a predictor batched over repeats."""
+        with torch.no_grad():
+            err = (predictor.predict(self.batch.X) - self.f_star).square() + self.var
+            return err.mean(-1, dtype=torch.float64).cpu().numpy()
+
+
+# ----- Bayes excess by exact importance sampling (SPEC 3) ---------------------------------------------------------
+def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
+    """Bayes excess ``(L-1) P12 + C(L-1,2) P23`` by importance sampling: ``(mean, standard_error)``.
+
+    Below about ``1e-308`` (``d`` in the thousands at the paper's ``gamma``) the mean underflows to 0; use
+    :func:`bayes_excess_is_log10` there, which returns the same estimate as a base-10 logarithm.
+    """
+    log10_mean, rel_se = bayes_excess_is_log10(task, n, seed, chunk)
+    mean = 10.0**log10_mean
+    return mean, mean * rel_se
+
+
+def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
+    """Bayes excess by importance sampling, in log space: ``(log10 of the mean, relative standard error)``.
+
+    ``Var(W|X) = sum_{l<l'} pi_l pi_l' (y_l - y_l')^2`` and, by exchangeability, the pairs are (J0, noise) or
+    (noise, noise). The two tokens of the pair are drawn from the geometric-mean density
+    ``g = N(M k*/(1+gamma^2), 2 gamma^2/(1+gamma^2) I)`` and reweighted; the others from their own laws. Tokens
+    are simulated through their ``k*``, ``v*`` coordinates and squared norm (SPEC 6), so the cost does not depend
+    on ``d``. Both pair terms are estimated on the same draws; each draw's contribution is kept as a logarithm and
+    averaged by log-mean-exp, so the estimate never underflows.
+    """
+    d, L, g2, M = task.d, task.L, task.gamma**2, task.M
+    if L == 1:
+        return -math.inf, 0.0
+    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
+    sg2 = 2.0 * g2 / (1.0 + g2)  # variance of the proposal g per direction
+    mg = M / (1.0 + g2)  # mean of g along k*
+    gen = torch_generator(seed, "eval")
+    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def tokens(m, mean, var):
+        """``(<x,k*>, <x,v*>, ||x||^2)`` of ``m`` tokens of ``N(mean k*, var I_d)``: shapes (m, L')."""
+        z = torch.randn(m, 2, generator=gen, dtype=torch.float64)
+        kc, vc = mean + math.sqrt(var) * z[:, 0], math.sqrt(var) * z[:, 1]
+        rest = var * torch.as_tensor(rng.chisquare(d - 2, m) if d > 2 else np.zeros(m), dtype=torch.float64)
+        return kc, vc, kc**2 + vc**2 + rest
+
+    def llr(kc, sq):
+        """``log p1(x)/p0(x)``: informative vs noise density."""
+        return M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * sq - 0.5 * d * math.log(g2)
+
+    log_n12, log_n23 = math.log(L - 1), math.log((L - 1) * (L - 2) / 2) if L > 2 else -math.inf
+    logs = []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        # P12: pair (J0, noise) from g; P23: pair (noise, noise) from g with J0 from p1; the rest from p0
+        ka, va, sa = tokens(m, mg, sg2)
+        kb, vb, sb = tokens(m, mg, sg2)
+        la, lb = llr(ka, sa), llr(kb, sb)
+        others = [tokens(m, 0.0, 1.0) for _ in range(max(L - 2, 0))]
+        lo = [llr(k, s) for k, _, s in others]
+        log_dv2 = torch.log((va - vb) ** 2)
+        log_s = torch.logsumexp(torch.stack([la, lb, *lo]), 0)
+        log_p12 = 2 * log_bc + 1.5 * la + 0.5 * lb - 2 * log_s + log_dv2
+        if L > 2:
+            kj, _, sj = tokens(m, M, g2)
+            lj = llr(kj, sj)
+            log_s23 = torch.logsumexp(torch.stack([lj, la, lb, *lo[1:]]), 0)
+            log_p23 = 2 * log_bc + 0.5 * (la + lb) - 2 * log_s23 + log_dv2
+            logs.append(torch.logaddexp(log_n12 + log_p12, log_n23 + log_p23))
+        else:
+            logs.append(log_n12 + log_p12)
+    log_v = torch.cat(logs)
+    top = log_v.max()
+    w = torch.exp(log_v - top)  # the draws rescaled by the largest: no underflow of the mean
+    mean_w = w.mean()
+    rel_se = float(w.std() / math.sqrt(w.numel()) / mean_w) if w.numel() > 1 else math.nan
+    return float((top + torch.log(mean_w)) / math.log(10.0)), rel_se
+
+
+def table(rows: Iterable[Comparison]) -> str:
+    """A plain-text comparison table (means over repeats)."""
+    lines = [f"{'predictor':<24}{'excess risk':>22}{'excess over Bayes':>26}"]
+    for r in rows:
+        ex, se, ob, obse = (float(np.mean(a)) for a in (r.excess, r.excess_se, r.over_bayes, r.over_bayes_se))
+        lines.append(f"{r.name:<24}{ex:>12.4g} ± {se:<8.2g}{ob:>16.4g} ± {obse:<8.2g}")
+    return "\n".join(lines)

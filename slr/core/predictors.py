@@ -1,0 +1,270 @@
+"""Every predictor of SPEC 2 behind one interface: ``predict(X) -> y_hat`` and a ``name``.
+
+``X`` is a tensor (..., L, d) or :class:`slr.core.reduced.ReducedTokens`; a predictor whose vectors carry leading
+repeat axes (e.g. ``k`` of shape (R, d)) returns (R, ...): ``X`` (n, L, d) gives (R, n), and ``X`` (R, B, L, d)
+gives (R, B). ``in_basis(E)`` re-expresses a predictor in coordinates on an orthonormal basis ``E`` (..., d, r),
+which is how the dimension-free sampler of SPEC 6 evaluates it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Protocol
+
+import numpy as np
+import scipy.special
+import torch
+
+from slr.theory import TWO_OVER_SQRT_PI, bilinear_coefficient, linear_coefficient
+
+
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, X) -> torch.Tensor: ...
+
+
+class NotReducible(TypeError):
+    """The predictor depends on more of a token than the dimension-free sampler keeps (SPEC 6)."""
+
+
+def project(X, U: torch.Tensor) -> torch.Tensor:
+    """Projections ``<X_l, u_j>`` of tokens ``X`` (..., L, d) on the columns of ``U`` (P..., d, m): (P..., ..., L, m)."""
+    Z = getattr(X, "Z", X)  # reduced tokens: their coordinates on the basis of U
+    if Z.dim() == 3 and U.dim() > 2:  # samples (n, L, d) shared by repeats (P...)
+        return shared_projection(Z, U)
+    return X @ U.unsqueeze(-3)
+
+
+def shared_projection(X: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """``X @ U.unsqueeze(-3)`` for tokens ``X`` (n, L, d) and a batch of projections ``U`` (P..., d, m), as one
+    matrix product (n L, d) @ (d, P m) instead of a broadcast that copies ``X`` once per repeat: (P..., n, L, m)."""
+    n, L, d = X.shape
+    batch, m = U.shape[:-2], U.shape[-1]
+    out = U.transpose(-1, -2).reshape(-1, d) @ X.reshape(n * L, d).T  # (P m, n L)
+    return out.reshape(*batch, m, n, L).movedim(-3, -1)  # each projection's (n, L) block stays contiguous
+
+
+def square_norms(X) -> torch.Tensor:
+    """``||X_l||^2`` for every token: (..., L)."""
+    return X.square_norms() if hasattr(X, "square_norms") else X.square().sum(-1)
+
+
+def coordinates(E: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Coordinates ``E^T u`` of a vector ``u`` (..., d) on an orthonormal basis ``E`` (..., d, r): (..., r)."""
+    return (E.transpose(-1, -2) @ u.unsqueeze(-1).to(E.dtype)).squeeze(-1)
+
+
+# ----- attention weights, written once for torch (predictors, full SGD) and numpy (reduced SGD) ------------------
+class Ops(NamedTuple):
+    erf: Callable
+    exp: Callable
+    softmax: Callable
+
+
+TORCH_OPS = Ops(torch.erf, torch.exp, lambda x: torch.softmax(x, dim=-1))
+def _erf_numpy(x: np.ndarray) -> np.ndarray:
+    """erf of a float64 numpy array through torch's vectorised kernel (several times faster than scipy's for
+    arguments of order one, and equal to it within a few ulp)."""
+    return torch.erf(torch.from_numpy(x)).numpy()
+
+
+NUMPY_OPS = Ops(_erf_numpy, np.exp, lambda x: scipy.special.softmax(x, axis=-1))
+
+
+class AttentionKind(NamedTuple):
+    """``T(X) = sum_l w_l <X_l, v>`` with weights ``w`` a function of the scores ``lam <X_l, k>``."""
+
+    name: str
+    output: Callable  # (pk, pv, lam, ops) -> T
+    output_and_grads: Callable  # (pk, pv, lam, ops) -> (T, dT/dpk, dT/dpv)
+
+
+def _erf_output(pk, pv, lam, ops=TORCH_OPS):
+    return (ops.erf(lam * pk) * pv).sum(-1)
+
+
+def _erf_output_and_grads(pk, pv, lam, ops=TORCH_OPS):
+    """``T = sum_l erf(lam pk_l) pv_l``; ``dT/dpk_l = lam erf'(lam pk_l) pv_l``, ``dT/dpv_l = erf(lam pk_l)``."""
+    x = lam * pk
+    w = ops.erf(x)
+    return (w * pv).sum(-1), (lam * TWO_OVER_SQRT_PI) * ops.exp(-x * x) * pv, w
+
+
+def _softmax_output(pk, pv, lam, ops=TORCH_OPS):
+    return (ops.softmax(lam * pk) * pv).sum(-1)
+
+
+def _softmax_output_and_grads(pk, pv, lam, ops=TORCH_OPS):
+    """``T = sum_l pi_l pv_l``, ``pi = softmax(lam pk)``; ``dT/dpk_l = lam pi_l (pv_l - T)``, ``dT/dpv_l = pi_l``."""
+    pi = ops.softmax(lam * pk)
+    T = (pi * pv).sum(-1)
+    return T, lam * pi * (pv - T[..., None]), pi
+
+
+ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads)
+SOFTMAX = AttentionKind("softmax", _softmax_output, _softmax_output_and_grads)
+ATTENTION_KINDS = {kind.name: kind for kind in (ERF, SOFTMAX)}
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (SPEC 2); erf or softmax weights."""
+
+    k: torch.Tensor  # (..., d)
+    v: torch.Tensor  # (..., d)
+    lam: float
+    kind: AttentionKind = ERF
+    name: str = "erf attention"
+
+    def predict(self, X) -> torch.Tensor:
+        P = project(X, torch.stack([self.k, self.v], dim=-1))  # (..., L, 2)
+        return self.kind.output(P[..., 0], P[..., 1], self.lam)
+
+    def attention(self, X) -> torch.Tensor:
+        """Normalised attention weights (..., L): ``softmax_l(lam <X_l,k>)``, or ``|erf(lam <X_l,k>)|`` divided by
+        its sum over the tokens (erf weights are signed and unnormalised)."""
+        s = self.lam * project(X, self.k[..., None]).squeeze(-1)  # (..., L)
+        if self.kind.name == "softmax":
+            return torch.softmax(s, dim=-1)
+        w = torch.erf(s).abs()
+        return w / w.sum(-1, keepdim=True)
+
+    def in_basis(self, E: torch.Tensor) -> "Attention":
+        return dataclasses.replace(self, k=coordinates(E, self.k), v=coordinates(E, self.v))
+
+    @property
+    def vectors(self) -> tuple[torch.Tensor, ...]:
+        return self.k, self.v
+
+
+def erf_attention(k, v, lam, name="erf attention") -> Attention:
+    """The paper's predictor ``T_{lam,k,v}(X) = sum_l erf(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    return Attention(k, v, lam, ERF, name)
+
+
+def softmax_attention(k, v, lam, name="softmax attention") -> Attention:
+    """``sum_l softmax_l(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    return Attention(k, v, lam, SOFTMAX, name)
+
+
+def oracle(task, lam: float) -> Attention:
+    """Erf attention at ``k = k*``, ``v = v*`` (SPEC 2)."""
+    return erf_attention(task.k_star, task.v_star, lam, name="oracle")
+
+
+@dataclass(frozen=True)
+class BayesOptimal:
+    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2`` (SPEC 2)."""
+
+    k_star: torch.Tensor
+    v_star: torch.Tensor
+    M: float
+    gamma: float
+    name: str = "Bayes-optimal"
+
+    @classmethod
+    def of(cls, task) -> "BayesOptimal":
+        return cls(task.k_star, task.v_star, task.M, task.gamma)
+
+    def posterior(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f*(X), sum_l pi_l (y_l - f*)^2)``: posterior mean and variance of ``W``, the variance in two passes."""
+        P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
+        pi = self._posterior_weights(P[..., 0], X)
+        y = P[..., 1]
+        f = (pi * y).sum(-1)
+        return f, (pi * (y - f[..., None]).square()).sum(-1)
+
+    def predict(self, X) -> torch.Tensor:
+        return self.posterior(X)[0]
+
+    def attention(self, X) -> torch.Tensor:
+        """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
+        return self._posterior_weights(project(X, self.k_star[..., None]).squeeze(-1), X)
+
+    def _posterior_weights(self, pk: torch.Tensor, X) -> torch.Tensor:
+        """``pi = softmax_l s(X_l)`` from the projections ``pk = <X_l, k*>`` (..., L) and the tokens' norms."""
+        score = (self.M / self.gamma**2) * pk
+        if self.gamma != 1.0:
+            score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
+        return torch.softmax(score, dim=-1)  # log-sum-exp inside: scores are O(d) apart
+
+    def in_basis(self, E: torch.Tensor) -> "BayesOptimal":
+        return dataclasses.replace(self, k_star=coordinates(E, self.k_star), v_star=coordinates(E, self.v_star))
+
+    @property
+    def vectors(self) -> tuple[torch.Tensor, ...]:
+        return self.k_star, self.v_star
+
+
+@dataclass(frozen=True)
+class Linear:
+    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (SPEC 2)."""
+
+    v_star: torch.Tensor
+    c: float
+    name: str = "linear"
+
+    @classmethod
+    def of(cls, task) -> "Linear":
+        return cls(task.v_star, linear_coefficient(task.L, task.gamma))
+
+    def predict(self, X) -> torch.Tensor:
+        return self.c * project(X, self.v_star[..., None]).squeeze(-1).sum(-1)
+
+    def in_basis(self, E: torch.Tensor) -> "Linear":
+        return dataclasses.replace(self, v_star=coordinates(E, self.v_star))
+
+    @property
+    def vectors(self) -> tuple[torch.Tensor, ...]:
+        return (self.v_star,)
+
+
+@dataclass(frozen=True)
+class Bilinear:
+    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+
+    k_star: torch.Tensor
+    v_star: torch.Tensor
+    c: float
+    name: str = "bilinear"
+
+    @classmethod
+    def of(cls, task) -> "Bilinear":
+        return cls(task.k_star, task.v_star, bilinear_coefficient(task.d, task.L, task.gamma, task.signal))
+
+    def predict(self, X) -> torch.Tensor:
+        P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
+        return self.c * (P[..., 0] * P[..., 1]).sum(-1)
+
+    def in_basis(self, E: torch.Tensor) -> "Bilinear":
+        return dataclasses.replace(self, k_star=coordinates(E, self.k_star), v_star=coordinates(E, self.v_star))
+
+    @property
+    def vectors(self) -> tuple[torch.Tensor, ...]:
+        return self.k_star, self.v_star
+
+
+@dataclass(frozen=True)
+class LeastSquaresLinear:
+    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample (SPEC 2)."""
+
+    beta: torch.Tensor  # (..., L*d)
+    intercept: torch.Tensor  # (...)
+    name: str = "least-squares linear"
+
+    @classmethod
+    def fit(cls, X: torch.Tensor, y: torch.Tensor, name: str = "least-squares linear") -> "LeastSquaresLinear":
+        """Fit on ``X`` (..., n, L, d), ``y`` (..., n); the pseudo-inverse gives the minimum-norm interpolator when n <= L d."""
+        A = X.flatten(-2)  # (..., n, L d)
+        A = torch.cat([A, torch.ones_like(A[..., :1])], dim=-1)
+        coef = (torch.linalg.pinv(A) @ y.unsqueeze(-1)).squeeze(-1)  # (..., L d + 1)
+        return cls(coef[..., :-1], coef[..., -1], name)
+
+    def predict(self, X) -> torch.Tensor:
+        if not isinstance(X, torch.Tensor):
+            raise NotReducible(f"{self.name} reads every coordinate of every token; use the full simulator")
+        return (X.flatten(-2) @ self.beta.unsqueeze(-1)).squeeze(-1) + self.intercept[..., None]  # (..., n)
+
+    def in_basis(self, E: torch.Tensor):
+        raise NotReducible(f"{self.name} reads every coordinate of every token; use the full simulator")

@@ -1,0 +1,3 @@
+"""The landscape of the population risk of erf attention: critical points, Hessian index, basins of PGD
+(``docs/landscape.md``). The Hydra app behind ``slr-landscape`` is :mod:`slr.app.landscape`."""
+from slr.landscape.critical import *  # noqa: F401,F403  the public API: slr.landscape.Landscape, critical_points, ...

@@ -1,0 +1,1 @@
+"""Tables in, figures out: the dynamics of a run, sweeps, the landscape (matplotlib; never torch)."""

@@ -1,0 +1,74 @@
+"""The comparison table of a run and its one-line summaries, made from ``summary.json``'s entries (plain dicts)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from slr.io import underflowed_log10
+
+
+def attention_line(excess: dict, L: int) -> str:
+    """The mean attention weight on the informative token of every predictor that has one (SPEC 9)."""
+    parts = []
+    for e in excess.values():
+        if "attention_on_J0" in e:
+            per = e.get("attention_on_J0_per_repeat")
+            spread = f" (median of {len(per)} repeats, {min(per):.3g} to {max(per):.3g})" if per is not None and len(per) > 1 else ""
+            parts.append(f"{e['name']} {e['attention_on_J0']:.3g}{spread}")
+    return f"attention on the informative token J0 (uniform: 1/L = {1 / L:.3g}): " + "; ".join(parts)
+
+
+def _bayes_cells(e: dict) -> tuple[str, str]:
+    """The Bayes row's one number and where it comes from: the importance-sampling estimate with its standard error
+    when it ran (quoted by its log10 and relative error where it is below the float range), else Monte Carlo."""
+    tiny = underflowed_log10(e)
+    if tiny is not None:
+        return f"10^{tiny:.1f} ± {100 * e.get('importance_sampling_rel_se', math.nan):.2g}%", "importance sampling"
+    if e.get("importance_sampling") is not None:
+        return f"{e['importance_sampling']:.4g} ± {e.get('importance_sampling_se', math.nan):<7.2g}", "importance sampling"
+    return f"{e['mc']:.4g} ± {e['se']:<7.2g}", "Monte Carlo"
+
+
+def comparison_table(excess: dict) -> str:
+    """The comparison printed at the end of a run: one row per predictor, Bayes first with one number."""
+    lines = [f"{'predictor':<46}{'excess risk':>22}{'closed form':>14}{'excess over Bayes':>24}"]
+    for key, e in excess.items():
+        name = e["name"] + (f", lam={e['lam']:.3g}" if "lam" in e else "")
+        if "per_repeat" in e:
+            name += f" [{len(e['per_repeat'])} repeats]"
+        if key == "bayes":
+            value, source = _bayes_cells(e)
+            lines.append(f"{name + ' (' + source + ')':<46}{value:>22}")
+            continue
+        cf = e.get("closed_form")
+        cf_s = "" if cf is None else f"{cf:.4g}"
+        ob = f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
+        lines.append(f"{name:<46}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
+    lines.append("(± one standard error. Excess risk: Monte Carlo on shared test samples, Bayes by importance sampling "
+                 "where it ran; trained: mean over repeats, its error combining the spread of the repeats and the Monte "
+                 "Carlo error; closed form: median over repeats; excess over Bayes: paired Monte Carlo)")
+    return "\n".join(lines)
+
+
+def alignment_line(summary: dict, threshold: float = 0.9) -> str | None:
+    """What training reached, in one line: median ``|kappa|``, ``|nu|``, how many repeats aligned (both >= 0.9),
+    how many ended with ``k`` on ``±v*`` instead, and the ``lam`` path; None without overlaps."""
+    per = (summary.get("final_overlaps") or {}).get("per_repeat") or {}
+    if not per or not len(per.get("kappa", [])):
+        return None
+    k, n, e = (np.abs(np.asarray(per[x], dtype=float)) for x in ("kappa", "nu", "eta"))
+    t = summary.get("trained") or {}
+    line = (f"trained: median |kappa| {np.median(k):.3f}, |nu| {np.median(n):.3f} after {t.get('steps_done')} steps; "
+            f"{int(((k >= threshold) & (n >= threshold)).sum())} of {k.size} repeats aligned (|kappa|, |nu| >= {threshold:g})")
+    swapped = int((e >= threshold).sum())
+    if swapped:
+        line += f", {swapped} with k on ±v*"
+    if t.get("lam_initial") is not None and t.get("lam_final") != t.get("lam_initial"):
+        line += "; " + _lam_text(t["lam_initial"], t["lam_final"])
+    return line
+
+
+def _lam_text(lam0: float, lam: float) -> str:
+    return f"lam {lam0:.3g}" if lam == lam0 else f"lam {lam0:.3g} -> {lam:.3g}"
+

@@ -1,0 +1,3 @@
+"""Closed forms (float64 numpy, broadcasting): zeta and its derivatives, the population risk of erf attention and
+of the baselines, and the risk's gradient and jet in the five overlaps. Derived in ``docs/closed-forms.md``."""
+from slr.theory.closed_forms import *  # noqa: F401,F403  the public API: slr.theory.zeta, erf_excess, ...
