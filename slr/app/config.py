@@ -57,10 +57,21 @@ class PredictorConfig:
 
 
 @dataclass
-class TransformerConfig:
-    """A standard transformer on the tokens (SPEC 9, :class:`slr.models.transformer.Transformer`): ``n_layers`` blocks of
-    ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``; pre-LayerNorm when
-    ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the tokens' mean (``mean``)."""
+class ModuleConfig:
+    """A user's ``torch.nn.Module``: ``hydra.utils.instantiate(model, d=task.d, L=task.L)``; ``forward(X)`` maps
+    (B, L, d) to (B,). Constructor arguments are added as ``+predictor.model.NAME=value``."""
+
+    name: str = "module"
+    model: Dict[str, Any] = field(default_factory=lambda: {"_target_": None})
+
+
+@dataclass
+class TransformerConfig(ModuleConfig):
+    """The transformer preset (``docs/transformer.md``): a module whose ``model._target_`` is
+    :class:`slr.models.transformer.Transformer`, built from these fields (``conf/predictor/transformer.yaml``):
+    ``n_layers`` blocks of ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``;
+    pre-LayerNorm when ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the
+    tokens' mean (``mean``)."""
 
     name: str = "transformer"
     d_model: int = 16
@@ -69,15 +80,6 @@ class TransformerConfig:
     mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
     norm: str = "none"  # pre | none
     pool: str = "query"  # query | mean
-
-
-@dataclass
-class ModuleConfig:
-    """A user's ``torch.nn.Module``: ``hydra.utils.instantiate(model, d=task.d, L=task.L)``; ``forward(X)`` maps
-    (B, L, d) to (B,). Constructor arguments are added as ``+predictor.model.NAME=value``."""
-
-    name: str = "module"
-    model: Dict[str, Any] = field(default_factory=lambda: {"_target_": None})
 
 
 @dataclass
@@ -221,7 +223,7 @@ def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
 
 PREDICTOR_SCHEMAS = {"erf": PredictorConfig, "softmax": PredictorConfig, "transformer": TransformerConfig,
                      "module": ModuleConfig}
-MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr/train_modules.py)
+MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr.app.families.Module)
 
 
 def is_module(cfg: DictConfig) -> bool:
@@ -320,6 +322,60 @@ class Validate(Callback):
         except ConfigError as err:
             print(err, file=sys.stderr)
             sys.exit(2)
+
+
+_CONVERTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def compose_refusal(exc: BaseException, args: list[str]) -> ConfigError | None:
+    """Hydra's own refusal of the command line (a value of the wrong type, an unknown key, an unknown option of a
+    group, an override that does not parse) as a :class:`ConfigError` naming the field; None for any other error.
+    ``args``: the command line's overrides, from which the value given is quoted."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    def given(key: str):
+        for arg in args:
+            name, eq, value = arg.lstrip("+~").partition("=")
+            if eq and name == key:
+                return value
+        return None
+
+    cause = exc.__cause__
+    if isinstance(exc, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException) \
+            and getattr(cause, "full_key", None):
+        key, first = str(cause.full_key), str(cause).splitlines()[0]
+        converted = re.search(r"converted to (\w+)", first)
+        if converted:
+            what = _CONVERTED.get(converted.group(1), f"of type {converted.group(1)}")
+            return ConfigError(key, given(key), f"{what} ({first})")
+        parent, _, leaf = key.rpartition(".")
+        return ConfigError(key, given(key), f"absent: {parent or 'the config'} has no field {leaf!r} (check the "
+                           "spelling; `slr --help` prints every option with its default)")
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        found = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        if found:
+            group, option = found.groups()
+            options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+            return ConfigError(group, option, "one of " + ", ".join(options) if options else "an existing option")
+        return ConfigError("the config", None, f"an existing config ({text.splitlines()[0]})")
+    if isinstance(exc, (OverrideParseException, ConfigCompositionException)):
+        bad = next((a for a in args if not _parses(a)), None) or next((a for a in args if a in str(exc)), None)
+        name, _, value = (bad or "override").lstrip("+~").partition("=")
+        why = " ".join(str(exc).split()).split(" See ")[0][:200]
+        return ConfigError(name, value or bad, f"key=value in Hydra's override grammar ({why})")
+    return None
+
+
+def _parses(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_overrides([arg])
+        return True
+    except Exception:
+        return False
 
 
 def _number(cfg: DictConfig, key: str, *, low: float | None = None, low_open: bool = False,

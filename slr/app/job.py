@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from slr.app.config import ConfigError, digest
+from slr.app.config import ConfigError, compose_refusal, digest
 from slr.io import read_json, write_json
 
 log = logging.getLogger("slr")
@@ -113,3 +113,35 @@ def job_exits(cfg: DictConfig, command: str):
         print(f"{command}: {how}; summary.json records status failed", file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
 
+
+
+@contextlib.contextmanager
+def compose_errors_refused(command: str):
+    """How ``slr`` and ``slr-landscape`` refuse a command line that Hydra cannot compose (``task.d=1e3``,
+    ``figures.png=true``, ``predictor=foo``): like every other bad input, one :class:`ConfigError` paragraph naming
+    the field on stderr, exit code 2, no run folder. ``HYDRA_FULL_ERROR`` makes Hydra raise its errors instead of
+    printing them; any other error is handed back to Hydra's own report (``HYDRA_FULL_ERROR`` set by the user
+    keeps its meaning)."""
+    from hydra._internal.utils import run_and_report
+
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    if ours:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except Exception as exc:
+        err = compose_refusal(exc, [a for a in sys.argv[1:] if not a.startswith("-")])
+        if err is not None:
+            print(err, file=sys.stderr)
+            sys.exit(2)
+        if not ours:
+            raise
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        def again():
+            raise exc
+
+        run_and_report(again)  # Hydra's report of its other errors (a multirun's failed jobs...): exit 1
+    finally:
+        if ours:
+            os.environ.pop("HYDRA_FULL_ERROR", None)

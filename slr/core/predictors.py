@@ -15,13 +15,21 @@ import numpy as np
 import scipy.special
 import torch
 
-from slr.theory import TWO_OVER_SQRT_PI, bilinear_coefficient, linear_coefficient
+from slr.theory import OVERLAPS, TWO_OVER_SQRT_PI, bilinear_coefficient, erf_excess, linear_coefficient
 
 
 class Predictor(Protocol):
     name: str
 
     def predict(self, X) -> torch.Tensor: ...
+
+
+def predict_and_attention(p: Predictor, X) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predictions of ``p`` on ``X`` and its attention weights (None for a predictor without ``attention``), from one
+    forward pass when ``p`` has ``predict_and_attention``."""
+    if callable(getattr(p, "predict_and_attention", None)):
+        return p.predict_and_attention(X)
+    return p.predict(X), (p.attention(X) if callable(getattr(p, "attention", None)) else None)
 
 
 class NotReducible(TypeError):
@@ -73,11 +81,15 @@ NUMPY_OPS = Ops(_erf_numpy, np.exp, lambda x: scipy.special.softmax(x, axis=-1))
 
 
 class AttentionKind(NamedTuple):
-    """``T(X) = sum_l w_l <X_l, v>`` with weights ``w`` a function of the scores ``lam <X_l, k>``."""
+    """``T(X) = sum_l w_l <X_l, v>`` with weights ``w`` a function of the scores ``lam <X_l, k>``: its output, its
+    gradients in the projections, its normalised attention weights, and its id in the compiled reduced SGD kernel."""
 
     name: str
     output: Callable  # (pk, pv, lam, ops) -> T
     output_and_grads: Callable  # (pk, pv, lam, ops) -> (T, dT/dpk, dT/dpv)
+    weights: Callable  # scores lam <X_l, k> (..., L) -> normalised weights (..., L), torch
+    kernel_id: int | None  # the ``kind`` argument of ``reduced_step.c`` (None: no compiled step)
+    excess: Callable | None  # (lam, overlaps and norms (R,) each, task) -> closed-form excess (R,); None: no closed form
 
 
 def _erf_output(pk, pv, lam, ops=TORCH_OPS):
@@ -102,8 +114,24 @@ def _softmax_output_and_grads(pk, pv, lam, ops=TORCH_OPS):
     return T, lam * pi * (pv - T[..., None]), pi
 
 
-ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads)
-SOFTMAX = AttentionKind("softmax", _softmax_output, _softmax_output_and_grads)
+def _erf_weights(s: torch.Tensor) -> torch.Tensor:
+    """``|erf(s_l)|`` divided by its sum over the tokens (erf weights are signed and unnormalised)."""
+    w = torch.erf(s).abs()
+    return w / w.sum(-1, keepdim=True)
+
+
+def _softmax_weights(s: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(s, dim=-1)
+
+
+def _erf_excess(lam: float, o: dict, task) -> np.ndarray:
+    """The closed-form excess of erf attention at the overlaps and norms ``o`` (``docs/closed-forms.md``)."""
+    return erf_excess(lam, *(o[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma, signal=task.signal,
+                      norm_k=o["norm_k"], norm_v=o["norm_v"])
+
+
+ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads, _erf_weights, 0, _erf_excess)
+SOFTMAX = AttentionKind("softmax", _softmax_output, _softmax_output_and_grads, _softmax_weights, 1, None)
 ATTENTION_KINDS = {kind.name: kind for kind in (ERF, SOFTMAX)}
 
 
@@ -123,12 +151,13 @@ class Attention:
 
     def attention(self, X) -> torch.Tensor:
         """Normalised attention weights (..., L): ``softmax_l(lam <X_l,k>)``, or ``|erf(lam <X_l,k>)|`` divided by
-        its sum over the tokens (erf weights are signed and unnormalised)."""
-        s = self.lam * project(X, self.k[..., None]).squeeze(-1)  # (..., L)
-        if self.kind.name == "softmax":
-            return torch.softmax(s, dim=-1)
-        w = torch.erf(s).abs()
-        return w / w.sum(-1, keepdim=True)
+        its sum over the tokens (:attr:`AttentionKind.weights`)."""
+        return self.kind.weights(self.lam * project(X, self.k[..., None]).squeeze(-1))
+
+    def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predict(X), attention(X))`` from one projection of the tokens on ``(k, v)``."""
+        P = project(X, torch.stack([self.k, self.v], dim=-1))  # (..., L, 2)
+        return self.kind.output(P[..., 0], P[..., 1], self.lam), self.kind.weights(self.lam * P[..., 0])
 
     def in_basis(self, E: torch.Tensor) -> "Attention":
         return dataclasses.replace(self, k=coordinates(E, self.k), v=coordinates(E, self.v))
@@ -181,6 +210,12 @@ class BayesOptimal:
     def attention(self, X) -> torch.Tensor:
         """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
         return self._posterior_weights(project(X, self.k_star[..., None]).squeeze(-1), X)
+
+    def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f*(X), pi)`` from one projection of the tokens on ``(k*, v*)``."""
+        P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
+        pi = self._posterior_weights(P[..., 0], X)
+        return (pi * P[..., 1]).sum(-1), pi
 
     def _posterior_weights(self, pk: torch.Tensor, X) -> torch.Tensor:
         """``pi = softmax_l s(X_l)`` from the projections ``pk = <X_l, k*>`` (..., L) and the tokens' norms."""

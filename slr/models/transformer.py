@@ -96,6 +96,13 @@ class Transformer(nn.Module):
             return torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
         return self._run(X)[1][:, 0, 1:]
 
+    def predict_and_attention(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(X), attention(X))`` from one pass through the blocks: (B,), (B, L)."""
+        y, weights = self._run(X)
+        if self.pool == "mean":
+            return y, torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
+        return y, weights[:, 0, 1:]
+
     def effective_directions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Effective key ``u_K = E^T J1^T W_K^T q / sqrt(d_head)`` and value ``u_V = E^T J1^T W_V^T W_O^T Jf^T w``
         (SPEC 9), defined for one block with one head and no MLP (``defines_directions``).
