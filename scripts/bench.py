@@ -175,7 +175,7 @@ def loop(algo, steps, log_every, lam):
 
 scale = float(sys.argv[1])
 task = Task(400, 10, G, seed=0)
-reduced = ReducedTask.of(task, 4) if hasattr(ReducedTask, "of") else task.reduced(4)  # before 8297cc3: Task.reduced
+reduced = ReducedTask.of(task, 4)
 pgd = PopulationPGD(reduced, init_sphere(30, 400, numpy_generator(0, "init")), lr=4e-3, M=task.M,
                     L=10, gamma=G)
 out = dict(slr=slr.__file__, pgd_us=loop(pgd, int(3000 * scale), 200, 0.1) * 1e6)

@@ -37,7 +37,7 @@ CONF_DIR = _conf_dir()
 
 @dataclass
 class TaskConfig:
-    """SPEC 1. ``gamma`` is the informative token's scale (not its square); ``signal: null`` means ``sqrt(d/2)``."""
+    """The task (docs/task-and-predictors.md §1). ``gamma`` is the informative token's scale (not its square); ``signal: null`` means ``sqrt(d/2)``."""
 
     d: int = 80
     L: int = 10
@@ -49,7 +49,7 @@ class TaskConfig:
 
 @dataclass
 class PredictorConfig:
-    """The trained predictor (SPEC 2): erf or softmax attention with inverse temperature ``lam`` (its initial value);
+    """The trained predictor (docs/task-and-predictors.md §2): erf or softmax attention with inverse temperature ``lam`` (its initial value);
     ``lam: auto`` is the oracle's best ``lam`` for the task (``theory.best_oracle_lam``, erf only)."""
 
     name: str = "erf"
@@ -84,7 +84,7 @@ class TransformerConfig(ModuleConfig):
 
 @dataclass
 class TrainConfig:
-    """Fields shared by every algorithm (SPEC 4)."""
+    """Fields shared by every algorithm (docs/training.md)."""
 
     algo: str = MISSING
     steps: int = 2000
@@ -178,7 +178,7 @@ class Config:
 
 @dataclass
 class LandscapeConfig:
-    """``slr-landscape`` (SPEC 8): Newton starts, tolerances, and the PGD runs whose end points are assigned to basins."""
+    """``slr-landscape`` (docs/landscape.md): Newton starts, tolerances, and the PGD runs whose end points are assigned to basins."""
 
     starts: int = 256  # Newton from points uniform on S^3 x S^3 (the reduced coordinates)
     pgd_starts: int = 32  # Newton also from the end points of this many PGD runs (train settings) when basin_repeats=0
@@ -227,7 +227,7 @@ MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autog
 
 
 def is_module(cfg: DictConfig) -> bool:
-    """Whether the run trains a torch module (SPEC 9) rather than (k, v) attention."""
+    """Whether the run trains a torch module (docs/transformer.md) rather than (k, v) attention."""
     return OmegaConf.select(cfg, "predictor.name") in MODULE_PREDICTORS
 
 
@@ -563,7 +563,7 @@ def _predictor_schema(cfg: DictConfig) -> None:
 
 
 def _module_training(cfg: DictConfig) -> None:
-    """Torch modules (SPEC 9): their options, what of the training applies to them, and a probe of a user's module.
+    """Torch modules (docs/transformer.md): their options, what of the training applies to them, and a probe of a user's module.
     For (k, v) attention: the torch-optimiser options stay at their defaults (they apply to modules only)."""
     tc, algo = cfg.train, cfg.train.algo
     extras = {"weight_decay": 0.0, "warmup_steps": 0, "lr_decay": "constant"}

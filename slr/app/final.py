@@ -61,7 +61,7 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[A
                          per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
         if key in closed:
             entry["closed_form"] = closed[key]
-        if row.attention_on_J0 is not None:  # mean weight on the informative token (SPEC 9)
+        if row.attention_on_J0 is not None:  # mean weight on the informative token (docs/transformer.md)
             att = np.asarray(row.attention_on_J0)
             entry["attention_on_J0"] = float(np.median(att))
             if att.ndim > 0:

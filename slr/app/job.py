@@ -43,12 +43,13 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
     and on any exception record status ``failed`` with the error (the traceback goes to the log) before re-raising.
     Returns the summary."""
     check_config(cfg)
-    out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
-    out.mkdir(parents=True, exist_ok=True)
-    import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the clock starts
-    t_start = time.perf_counter()
-    summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
-    write_json(out / "summary.json", summary)
+    with logged_before_the_run(what):
+        out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
+        out.mkdir(parents=True, exist_ok=True)
+        import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the clock starts
+        t_start = time.perf_counter()
+        summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
+        write_json(out / "summary.json", summary)
     try:
         body(cfg, out, summary, t_start)
     except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
@@ -59,9 +60,18 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
             write_json(out / "summary.json", summary)
         except Exception:  # the summary itself does not serialise: keep its essentials
             write_json(out / "summary.json", {k: summary[k] for k in ("status", "name", "config_digest", "error")})
-        exc.slr_recorded = True  # main() need not report it again
         raise
     return summary
+
+
+@contextlib.contextmanager
+def logged_before_the_run(command: str):
+    """Log a failure (with its traceback) of what runs before a run folder records its own failures; re-raise it."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed before the run started", command)
+        raise
 
 
 def finished_before(cfg: DictConfig, out: Path) -> dict | None:
@@ -85,7 +95,7 @@ def _terminate(signum, frame) -> None:
 def job_exits(cfg: DictConfig, command: str):
     """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
     failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
-    log, which the console shows too); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
+    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
     status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
     exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the
     signals."""
@@ -100,12 +110,10 @@ def job_exits(cfg: DictConfig, command: str):
             raise
         print(err, file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:
+    except Exception:
         if _in_multirun():
             raise
-        if not getattr(exc, "slr_recorded", False):  # failed before run_in_folder() could record it
-            log.exception("%s failed before the run started", command)
-        sys.exit(1)  # Hydra would print the traceback a second time
+        sys.exit(1)  # logged already (run_in_folder, logged_before_the_run); Hydra would print the traceback again
     except KeyboardInterrupt as exc:
         if _in_multirun():
             raise

@@ -18,8 +18,8 @@ from slr.app.build import job_task
 from slr.app.config import CONF_DIR, check, figure_formats, learning_rate
 from slr.app.families import family_of
 from slr.app.final import evaluate_final, logged_vs_final
-from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, run_in_folder,
-                         show_progress)
+from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, logged_before_the_run,
+                         run_in_folder, show_progress)
 from slr.io import MetricsWriter, write_json
 from slr.results.tables import alignment_line, attention_line, comparison_table
 
@@ -123,8 +123,9 @@ def app(cfg: DictConfig) -> float | None:
     with job_exits(cfg, "slr"):
         if cfg.resume:
             check(cfg)
-            out = _hydra_output_dir() or Path.cwd()
-            prev = finished_before(cfg, out)
+            with logged_before_the_run("slr"):
+                out = _hydra_output_dir() or Path.cwd()
+                prev = finished_before(cfg, out)
             if prev is not None:
                 log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
                 return _trained_excess(prev)

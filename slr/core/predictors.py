@@ -1,9 +1,9 @@
-"""Every predictor of SPEC 2 behind one interface: ``predict(X) -> y_hat`` and a ``name``.
+"""Every predictor of docs/task-and-predictors.md §2 behind one interface: ``predict(X) -> y_hat`` and a ``name``.
 
 ``X`` is a tensor (..., L, d) or :class:`slr.core.reduced.ReducedTokens`; a predictor whose vectors carry leading
 repeat axes (e.g. ``k`` of shape (R, d)) returns (R, ...): ``X`` (n, L, d) gives (R, n), and ``X`` (R, B, L, d)
 gives (R, B). ``in_basis(E)`` re-expresses a predictor in coordinates on an orthonormal basis ``E`` (..., d, r),
-which is how the dimension-free sampler of SPEC 6 evaluates it.
+which is how the dimension-free sampler of docs/reduction.md §2 evaluates it.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def predict_and_attention(p: Predictor, X) -> tuple[torch.Tensor, torch.Tensor |
 
 
 class NotReducible(TypeError):
-    """The predictor depends on more of a token than the dimension-free sampler keeps (SPEC 6)."""
+    """The predictor depends on more of a token than the dimension-free sampler keeps (docs/reduction.md §2)."""
 
 
 def project(X, U: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,7 @@ ATTENTION_KINDS = {kind.name: kind for kind in (ERF, SOFTMAX)}
 
 @dataclass(frozen=True)
 class Attention:
-    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (SPEC 2); erf or softmax weights."""
+    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (docs/task-and-predictors.md §2); erf or softmax weights."""
 
     k: torch.Tensor  # (..., d)
     v: torch.Tensor  # (..., d)
@@ -168,23 +168,23 @@ class Attention:
 
 
 def erf_attention(k, v, lam, name="erf attention") -> Attention:
-    """The paper's predictor ``T_{lam,k,v}(X) = sum_l erf(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    """The paper's predictor ``T_{lam,k,v}(X) = sum_l erf(lam <X_l,k>) <X_l,v>`` (docs/task-and-predictors.md §2)."""
     return Attention(k, v, lam, ERF, name)
 
 
 def softmax_attention(k, v, lam, name="softmax attention") -> Attention:
-    """``sum_l softmax_l(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    """``sum_l softmax_l(lam <X_l,k>) <X_l,v>`` (docs/task-and-predictors.md §2)."""
     return Attention(k, v, lam, SOFTMAX, name)
 
 
 def oracle(task, lam: float) -> Attention:
-    """Erf attention at ``k = k*``, ``v = v*`` (SPEC 2)."""
+    """Erf attention at ``k = k*``, ``v = v*`` (docs/task-and-predictors.md §2)."""
     return erf_attention(task.k_star, task.v_star, lam, name="oracle")
 
 
 @dataclass(frozen=True)
 class BayesOptimal:
-    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2`` (SPEC 2)."""
+    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2`` (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -234,7 +234,7 @@ class BayesOptimal:
 
 @dataclass(frozen=True)
 class Linear:
-    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (SPEC 2)."""
+    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (docs/task-and-predictors.md §2)."""
 
     v_star: torch.Tensor
     c: float
@@ -257,7 +257,7 @@ class Linear:
 
 @dataclass(frozen=True)
 class Bilinear:
-    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)`` (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -282,7 +282,7 @@ class Bilinear:
 
 @dataclass(frozen=True)
 class LeastSquaresLinear:
-    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample (SPEC 2)."""
+    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample (docs/task-and-predictors.md §2)."""
 
     beta: torch.Tensor  # (..., L*d)
     intercept: torch.Tensor  # (...)

@@ -130,7 +130,7 @@ def _test_excess(ax, x: np.ndarray, grid: Grid, keep: np.ndarray, color, test_si
 def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
                     title: str | None = None, n_trajectories: int = 3, final: Mapping | None = None,
                     test_size: int | None = None):
-    """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step; a DataFrame or
+    """The four-panel figure of the paper's experiments (docs/training.md, The paper's five experiments) from a metrics table (one row per repeat and logged step; a DataFrame or
     row dicts).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
@@ -236,7 +236,7 @@ def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path
 def module_figure(metrics, references: Mapping[str, float] | None = None,
                   attention_references: Mapping[str, float] | None = None, title: str | None = None,
                   final: Mapping | None = None, test_size: int | None = None):
-    """Training of a torch module (SPEC 9) from its metrics table (one row per repeat and logged step; a DataFrame or
+    """Training of a torch module (docs/transformer.md) from its metrics table (one row per repeat and logged step; a DataFrame or
     row dicts), median and 95% band over repeats: (a) Monte Carlo test excess risk vs step (on ``test_size`` logged
     sequences, with its Monte Carlo error band) with horizontal reference lines and the ``final`` evaluation as a
     point with its error bar; (b) the mean attention weight on the informative token ``J0`` with references (uniform ``1/L``, the Bayes

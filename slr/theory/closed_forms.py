@@ -26,45 +26,77 @@ def signal_norm(d: int, signal: float | None) -> float:
     return default_signal(d) if signal is None else float(signal)
 
 
-def erf_derivatives(x):
-    """``erf(x), erf'(x), erf''(x), erf'''(x)`` with ``erf' = 2 exp(-x^2)/sqrt(pi)``."""
+def erf_derivatives(x, n: int = 3, exp=np.exp) -> list[np.ndarray]:
+    """``[erf(x), erf'(x), ..., erf^(n)(x)]``: ``erf^(j) = (-1)^(j-1) H_(j-1)(x) erf'(x)`` with the Hermite polynomials
+    ``H_0 = 1``, ``H_1 = 2x``, ``H_(i+1) = 2x H_i - 2i H_(i-1)`` and ``erf' = 2 exp(-x^2)/sqrt(pi)``
+    (``docs/closed-forms.md`` §1). The one erf family of the closed forms, their gradient and their jet; ``exp``:
+    :func:`libm_exp` where the compiled PGD step must agree bitwise."""
     x = np.asarray(x, dtype=float)
-    e1 = TWO_OVER_SQRT_PI * np.exp(-x * x)
-    return erf(x), e1, -2.0 * x * e1, (4.0 * x * x - 2.0) * e1
+    e1 = TWO_OVER_SQRT_PI * exp(-x * x)
+    out = [erf(x), e1]
+    h_prev, h = np.ones_like(x), 2.0 * x  # H_0, H_1
+    for j in range(2, n + 1):
+        out.append((-1.0) ** (j - 1) * h * e1)
+        h_prev, h = h, 2.0 * x * h - 2.0 * (j - 1) * h_prev
+    return out[: n + 1]
 
 
 def zeta(t, g):
-    """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)`` (SPEC 3)."""
+    """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)``
+    (``docs/closed-forms.md`` §2)."""
     t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
     p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
     return 1.0 - 8.0 * owens_t(math.sqrt(2.0) * t / p, 1.0 / q)
 
 
+def zeta_derivatives(t, g, n: int = 3) -> list[np.ndarray]:
+    """``[zeta_t, zeta_tt, ..., d^n zeta/dt^n]`` (``1 <= n <= 4``) at ``(t, g)``: the Leibniz rule on
+    ``zeta_t = (2/p) erf(a) erf'(b)``, ``a = t/(pq)``, ``b = t/p``, i.e. ``d^n zeta/dt^n = (2/p) sum_j C(n-1, j)
+    erf^(j)(a) erf^(n-j)(b) / ((pq)^j p^(n-1-j))``, written out term by term (``docs/closed-forms.md`` §2). The one
+    zeta family of the closed forms and their jet (the gradient's compiled twin repeats orders 1-3 inline)."""
+    if not 1 <= n <= 4:
+        raise ValueError(f"zeta_derivatives computes orders 1 to 4, got n={n}")
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    f = erf_derivatives(t / (p * q), n - 1)
+    e = erf_derivatives(t / p, n)
+    out = [2.0 / p * f[0] * e[1]]
+    if n >= 2:
+        out.append(2.0 / p * (f[1] * e[1] / (p * q) + f[0] * e[2] / p))
+    if n >= 3:
+        out.append(2.0 / p * (f[2] * e[1] / ((p * q) * (p * q)) + 2.0 * f[1] * e[2] / (p * p * q)
+                              + f[0] * e[3] / (p * p)))
+    if n >= 4:
+        pq = p * q
+        out.append(2.0 / p * (f[3] * e[1] / (pq * pq * pq) + 3.0 * f[2] * e[2] / (pq * pq * p)
+                              + 3.0 * f[1] * e[3] / (pq * p * p) + f[0] * e[4] / (p * p * p)))
+    return out
+
+
 def zeta_t(t, g):
-    """``d zeta / dt = (2/p) erf(t/(pq)) erf'(t/p)`` (SPEC 3)."""
-    return _zeta_derivatives(t, g)[0]
+    """``d zeta / dt = (2/p) erf(t/(pq)) erf'(t/p)`` (``docs/closed-forms.md`` §2)."""
+    return zeta_derivatives(t, g, 1)[0]
 
 
 def zeta_tt(t, g):
-    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (SPEC 3)."""
-    return _zeta_derivatives(t, g)[1]
+    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (``docs/closed-forms.md`` §2)."""
+    return zeta_derivatives(t, g, 2)[1]
 
 
 def zeta_ttt(t, g):
     """Third t-derivative of zeta (the derivative of ``zeta_tt``), needed by the gradient of the risk."""
-    return _zeta_derivatives(t, g)[2]
+    return zeta_derivatives(t, g, 3)[2]
 
 
-def _zeta_derivatives(t, g):
-    """``(zeta_t, zeta_tt, zeta_ttt)`` at ``(t, g)``: elementary functions of ``a = t/(pq)`` and ``b = t/p``."""
-    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
-    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
-    f0, f1, f2, _ = erf_derivatives(t / (p * q))
-    _, e1, e2, e3 = erf_derivatives(t / p)
-    z1 = 2.0 / p * f0 * e1
-    z2 = 2.0 / p * (f1 * e1 / (p * q) + f0 * e2 / p)
-    z3 = 2.0 / p * (f2 * e1 / (p * q) ** 2 + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
-    return z1, z2, z3
+def noise_token_moments(lam: float) -> tuple[float, float, float]:
+    """``(beta1, beta2, zeta(0, lam))`` of a noise token ``B = erf(lam <x,k>) <x,v>`` with unit ``k``, ``v``:
+    ``E[B] = beta1 rho``, ``E[B^2] = zeta(0, lam) + beta2 rho^2`` with ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
+    ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))`` (``docs/closed-forms.md`` §3), in the arithmetic of the
+    compiled PGD step (``pgd_step.c``), whose gradient must equal :class:`ErfRiskGradient`'s bitwise."""
+    lam2 = lam * lam
+    beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam2))
+    beta2 = 8.0 * lam2 / (math.pi * (1.0 + 2.0 * lam2) * math.sqrt(1.0 + 4.0 * lam2))
+    return beta1, beta2, float(zeta(0.0, lam))
 
 
 class Moments(NamedTuple):
@@ -82,8 +114,8 @@ def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> M
     lam, kappa, nu, theta, eta, rho = (np.asarray(a, dtype=float) for a in (lam, kappa, nu, theta, eta, rho))
     c, s, m = lam * M * kappa, lam * gamma, M * theta
     p = np.sqrt(1.0 + 2.0 * s * s)
-    e0, e1, e2, _ = erf_derivatives(c / p)
-    z1, z2, _ = _zeta_derivatives(c, s)
+    e0, e1, e2 = erf_derivatives(c / p, 2)
+    z1, z2 = zeta_derivatives(c, s, 2)
     EA = m * e0 + gamma * rho * s * e1 / p
     EAW = gamma**2 * nu * e0 + gamma * s * eta * (m * e1 / p + gamma * rho * s * e2 / p**2)
     EA2 = (m * m + gamma**2) * zeta(c, s) + 2.0 * m * gamma * rho * s * z1 + (gamma * rho * s) ** 2 * z2
@@ -214,23 +246,16 @@ class ErfRiskGradient:
         self.lam, self.M, self.L, self.gamma, self.s = lam, M, L, gamma, s
         self.p = math.sqrt(1.0 + 2.0 * s * s)
         self.q = math.sqrt(1.0 + 4.0 * s * s)
-        self.beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))  # E[B] = beta1 rho
-        self.beta2 = 8.0 * (lam * lam) / (math.pi * (1.0 + 2.0 * (lam * lam)) * math.sqrt(1.0 + 4.0 * (lam * lam)))
+        self.beta1, self.beta2, _ = noise_token_moments(lam)  # E[B] = beta1 rho, E[B^2] = zeta(0, lam) + beta2 rho^2
 
     def __call__(self, kappa, nu, theta, eta, rho):
         """Partial derivatives ``(R_kappa, R_nu, R_theta, R_eta, R_rho)`` of the excess."""
         lam, M, L, g, s, p, q = self.lam, self.M, self.L, self.gamma, self.s, self.p, self.q
         c = lam * M * kappa
         u = c / p
-        a = u / q
-        e0 = erf(u)
-        e1 = TWO_OVER_SQRT_PI * libm_exp(-u * u)
-        e2 = -2.0 * u * e1
-        e3 = (4.0 * u * u - 2.0) * e1
-        f0 = erf(a)
-        f1 = TWO_OVER_SQRT_PI * libm_exp(-a * a)
-        f2 = -2.0 * a * f1
-        # t-derivatives of zeta(t, s) at t = c (SPEC 3, and the derivative of zeta_tt)
+        e0, e1, e2, e3 = erf_derivatives(u, 3, exp=libm_exp)
+        f0, f1, f2 = erf_derivatives(u / q, 2, exp=libm_exp)
+        # t-derivatives of zeta(t, s) at t = c, in the compiled step's order (zeta_derivatives divides t by pq at once)
         z0 = 1.0 - 8.0 * owens_t(math.sqrt(2.0) * c / p, 1.0 / q)
         z1 = (2.0 / p) * f0 * e1
         z2 = (2.0 / p) * (f1 * e1 / (p * q) + f0 * e2 / p)
@@ -264,28 +289,6 @@ class ErfRiskGradient:
         return R_k, R_n, R_t, R_e, R_r
 
 
-def erf_derivative(n: int, x):
-    """``erf^(n)(x)``: ``erf`` for ``n = 0``, else ``(-1)^(n-1) (2/sqrt(pi)) H_(n-1)(x) exp(-x^2)`` (Hermite ``H``)."""
-    x = np.asarray(x, dtype=float)
-    if n == 0:
-        return erf(x)
-    h_prev, h = np.zeros_like(x), np.ones_like(x)  # H_{-1} = 0, H_0 = 1; H_{j+1} = 2x H_j - 2j H_{j-1}
-    for j in range(n - 1):
-        h_prev, h = h, 2.0 * x * h - 2.0 * j * h_prev
-    return (-1.0) ** (n - 1) * TWO_OVER_SQRT_PI * h * np.exp(-x * x)
-
-
-def zeta_derivative(n: int, t, g):
-    """``d^n zeta(t, g) / dt^n``: Owen's T for ``n = 0``; for ``n >= 1`` the Leibniz rule on ``zeta_t = (2/p) erf(t/(pq))
-    erf'(t/p)`` (SPEC 3): ``(2/p) sum_j C(n-1, j) erf^(j)(t/(pq)) erf^(n-j)(t/p) / ((pq)^j p^(n-1-j))``."""
-    if n == 0:
-        return zeta(t, g)
-    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
-    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
-    return 2.0 / p * sum(math.comb(n - 1, j) * erf_derivative(j, t / (p * q)) * erf_derivative(n - j, t / p)
-                         / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
-
-
 class ErfRiskJet:
     """Value, gradient and Hessian of the unit-norm erf-attention excess ``R(kappa, nu, theta, eta, rho)`` in the five
     overlaps, at fixed ``lam`` (SPEC 3; the second partials ``H_k``, ``H_v``, ``H_kv`` of SPEC 8).
@@ -307,9 +310,8 @@ class ErfRiskJet:
         self.lam, self.M, self.L, self.gamma = float(lam), float(M), int(L), float(gamma)
         self.p = p = math.sqrt(1.0 + 2.0 * s * s)
         gs = gamma * s
-        beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))
-        beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
-        self.constant = gamma**2 + (L - 1) * float(zeta(0.0, lam))
+        beta1, beta2, zeta0 = noise_token_moments(lam)
+        self.constant = gamma**2 + (L - 1) * zeta0
         # (coefficient, exponents of (nu, theta, eta, rho), function of kappa: ("Z"|"E"|"1", order))
         self.terms = [
             (M * M, (0, 2, 0, 0), ("Z", 0)), (gamma**2, (0, 0, 0, 0), ("Z", 0)),
@@ -324,8 +326,8 @@ class ErfRiskJet:
         """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use."""
         lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
         c = lam * M * kappa
-        E = [erf_derivative(j, c / p) for j in range(5)]
-        Z = [zeta_derivative(j, c, s) for j in range(5)]
+        E = erf_derivatives(c / p, 4)
+        Z = [zeta(c, s), *zeta_derivatives(c, s, 4)]
         out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)]}
         for j in range(3):
             out[("E", j)] = [E[j], (lam * M / p) * E[j + 1], (lam * M / p) ** 2 * E[j + 2]]

@@ -1,4 +1,4 @@
-"""Training of attention on single-location regression (SPEC 4, and SPEC 6 for the reduced simulators).
+"""Training of attention on single-location regression (docs/training.md, and docs/reduction.md for the reduced simulators).
 
 Every algorithm holds the ``R`` repeats' ``(k, v)`` as one array ``KV`` of shape (R, 2, D) and advances it by
 one ``step(lam)``; :func:`train` is the one loop over steps around them (schedule, logging, divergence).
@@ -19,7 +19,7 @@ import slr.training.kernels
 from slr.core.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
 from slr.core.reduced import ReducedTask
 from slr.core.seeding import numpy_from_torch
-from slr.core.task import Batch, Task
+from slr.core.task import Batch, Task, orthonormal_columns
 from slr.theory import OVERLAPS, ErfRiskGradient
 
 EXPLODED_NORM = 1e6  # a repeat whose |k| or |v| passes this is declared diverged
@@ -70,12 +70,11 @@ def embed(C: np.ndarray, task: Task, rng: np.random.Generator) -> torch.Tensor:
     ks, vs = task.k_star.to(torch.float64).cpu(), task.v_star.to(torch.float64).cpu()
     g = torch.as_tensor(rng.standard_normal((R, d, 2)))
     A = torch.cat([torch.stack([ks, vs], -1).expand(R, d, 2), g], dim=-1)  # (R, d, 4)
-    E, Rm = torch.linalg.qr(A)
-    E = E * torch.where(torch.diagonal(Rm, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
+    E = orthonormal_columns(A)  # (R, d, 4)
     return torch.as_tensor(C[..., : E.shape[-1]]) @ E.transpose(-1, -2)  # (R, 2, d); d < 4 keeps d coordinates
 
 
-# ----- lam schedules (SPEC 4) ----------------------------------------------------------------------------------
+# ----- lam schedules (docs/training.md) -----------------------------------------------------------------------------
 def lam_schedule(kind: str, lam0: float, rate: float) -> Callable[[int], float]:
     """``constant``: ``lam_t = lam0``; ``inverse``: ``lam_t = lam0 / (1 + rate t)``."""
     if kind == "constant":
@@ -93,7 +92,7 @@ def tangent_step(KV, G, lr: float):
 
 def retract(KV, G, lr: float, projected: bool):
     """One step on ``(k, v)`` (numpy or torch, shape (..., 2, D)): ``k <- (k - lr g)/||k - lr g||`` with the
-    tangent gradient ``g = grad - <k, grad> k`` (SPEC 4); a plain gradient step when not projected."""
+    tangent gradient ``g = grad - <k, grad> k`` (docs/training.md, PGD on the population risk); a plain gradient step when not projected."""
     if not projected:
         return KV - lr * G
     N = tangent_step(KV, G, lr)
@@ -176,7 +175,7 @@ class Algorithm:
 
 
 class FullSGD(Algorithm):
-    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (SPEC 4)."""
+    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (docs/training.md, Online SGD)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, batch_size: int,
                  projected: bool, generator: torch.Generator, dtype: torch.dtype):
@@ -191,7 +190,7 @@ class FullSGD(Algorithm):
 
 
 class ReducedSGD(Algorithm):
-    """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (SPEC 6).
+    """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (docs/reduction.md §4).
 
     The state is ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` on ``(k*, v*, e1, e2)`` (the five overlaps,
     and the two norms when not projected). Each step works in an orthonormal frame ``(f1, f2, f3, f4)`` of that
@@ -386,7 +385,7 @@ class FixedTrainingSet:
 
 
 class ERM(FixedTrainingSet, Algorithm):
-    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (SPEC 4)."""
+    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (docs/training.md, ERM)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, n_train: int,
                  projected: bool, optimizer: str, generator: torch.Generator, dtype: torch.dtype):
@@ -421,9 +420,9 @@ class ERM(FixedTrainingSet, Algorithm):
 
 
 class PopulationPGD(Algorithm):
-    """Projected gradient descent on the closed-form population risk of erf attention (SPEC 4), float64.
+    """Projected gradient descent on the closed-form population risk of erf attention (docs/training.md), float64.
 
-    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (SPEC 6), so
+    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (docs/reduction.md §3), so
     the iterates stay in ``span{k0, v0, k*, v*}``: in the reduced form ``D = 4`` and ``k* = e1``, ``v* = e2``.
     :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
     (``_pgd_step.c``, the same arithmetic), when it applies and can be built (``kernel=None``: if available).
@@ -485,7 +484,7 @@ class PerturbedPGD(PopulationPGD):
     (``D = 4``) this is exact in distribution: ``xi`` has 4 Gaussian coordinates on ``(k*, v*, e3, e4)`` and a part
     orthogonal to them whose two vectors (for ``k`` and ``v``) enter only through their Gram matrix
     ``noise^2 Wishart_2(d - 4, I)``, drawn by the Bartlett decomposition and folded into new canonical coordinates
-    (:func:`canonical`), as in the reduced SGD (SPEC 6). ``dtype=float32`` keeps the state and the whole step in
+    (:func:`canonical`), as in the reduced SGD (docs/reduction.md §4). ``dtype=float32`` keeps the state and the whole step in
     single precision (the rounding of the full simulator then lands in all ``d`` coordinates, that of the reduced one
     in 4: the two float32 simulators are not equal in distribution).
     """

@@ -1,4 +1,4 @@
-"""Autograd training of torch modules on the task (SPEC 9): ``R`` independent repeats stacked as one batch axis.
+"""Autograd training of torch modules on the task (docs/transformer.md): ``R`` independent repeats stacked as one batch axis.
 
 The repeats' parameters are stacked with ``torch.func.stack_module_state`` into tensors with a leading axis ``R``
 and every forward pass is ``vmap(functional_call)`` over that axis, so ``R`` models cost one model's Python
@@ -111,7 +111,7 @@ def _stack(outs):
 
 
 class StackedModel:
-    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface, SPEC 2), and
+    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface, docs/task-and-predictors.md §2), and
     ``attention(X) -> (R, n, L)`` when the module has an ``attention`` method. Reads every coordinate of every
     token: full simulator only."""
 
@@ -252,7 +252,7 @@ class ModuleTraining(Algorithm):
 
 
 class OnlineTraining(ModuleTraining):
-    """A fresh batch of ``batch_size`` sequences per repeat and step (online, as the online SGD of SPEC 4)."""
+    """A fresh batch of ``batch_size`` sequences per repeat and step (online, as the online SGD of docs/training.md)."""
 
     def __init__(self, task: Task, modules: list[nn.Module], *, batch_size: int, **kw):
         super().__init__(task, modules, **kw)
@@ -264,7 +264,7 @@ class OnlineTraining(ModuleTraining):
 
 
 class FixedSetTraining(FixedTrainingSet, ModuleTraining):
-    """Full-batch descent on ``n_train`` fixed samples per repeat (ERM, SPEC 4); reports the training loss."""
+    """Full-batch descent on ``n_train`` fixed samples per repeat (ERM, docs/training.md); reports the training loss."""
 
     def __init__(self, task: Task, modules: list[nn.Module], *, n_train: int, **kw):
         super().__init__(task, modules, **kw)
