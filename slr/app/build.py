@@ -1,5 +1,6 @@
 """The builders of a job: its task and initial points, the training algorithm of each ``train`` group for
-closed-form attention, and the autograd training of torch modules (the families of :mod:`slr.app.families` call them)."""
+closed-form attention, and the autograd training of torch modules (the families of :mod:`slr.app.families` call
+them)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -37,7 +37,8 @@ CONF_DIR = _conf_dir()
 
 @dataclass
 class TaskConfig:
-    """The task (docs/task-and-predictors.md §1). ``gamma`` is the informative token's scale (not its square); ``signal: null`` means ``sqrt(d/2)``."""
+    """The task (docs/task-and-predictors.md §1). ``gamma`` is the informative token's scale (not its square); ``signal:
+    null`` means ``sqrt(d/2)``."""
 
     d: int = 80
     L: int = 10
@@ -49,7 +50,8 @@ class TaskConfig:
 
 @dataclass
 class PredictorConfig:
-    """The trained predictor (docs/task-and-predictors.md §2): erf or softmax attention with inverse temperature ``lam`` (its initial value);
+    """The trained predictor (docs/task-and-predictors.md §2): erf or softmax attention with inverse temperature ``lam``
+    (its initial value);
     ``lam: auto`` is the oracle's best ``lam`` for the task (``theory.best_oracle_lam``, erf only)."""
 
     name: str = "erf"
@@ -178,7 +180,8 @@ class Config:
 
 @dataclass
 class LandscapeConfig:
-    """``slr-landscape`` (docs/landscape.md): Newton starts, tolerances, and the PGD runs whose end points are assigned to basins."""
+    """``slr-landscape`` (docs/landscape.md): Newton starts, tolerances, and the PGD runs whose end points are assigned
+    to basins."""
 
     starts: int = 256  # Newton from points uniform on S^3 x S^3 (the reduced coordinates)
     pgd_starts: int = 32  # Newton also from the end points of this many PGD runs (train settings) when basin_repeats=0
@@ -563,7 +566,8 @@ def _predictor_schema(cfg: DictConfig) -> None:
 
 
 def _module_training(cfg: DictConfig) -> None:
-    """Torch modules (docs/transformer.md): their options, what of the training applies to them, and a probe of a user's module.
+    """Torch modules (docs/transformer.md): their options, what of the training applies to them, and a probe of a user's
+    module.
     For (k, v) attention: the torch-optimiser options stay at their defaults (they apply to modules only)."""
     tc, algo = cfg.train, cfg.train.algo
     extras = {"weight_decay": 0.0, "warmup_steps": 0, "lr_decay": "constant"}

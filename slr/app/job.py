@@ -46,7 +46,8 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
     with logged_before_the_run(what):
         out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
         out.mkdir(parents=True, exist_ok=True)
-        import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the clock starts
+        import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the
+                                                           # clock starts
         t_start = time.perf_counter()
         summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
         write_json(out / "summary.json", summary)
@@ -95,7 +96,8 @@ def _terminate(signum, frame) -> None:
 def job_exits(cfg: DictConfig, command: str):
     """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
     failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
-    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
+    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists); Ctrl-C (exit
+    130) and, outside multiruns, SIGTERM (exit 143) are recorded as
     status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
     exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the
     signals."""

@@ -56,11 +56,13 @@ class Comparison:
     n: int
     pooled_se: float = float("nan")  # Monte Carlo s.e. of the mean over repeats (samples are shared by repeats)
     pooled_over_bayes_se: float = float("nan")
-    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (docs/transformer.md), if any
+    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (docs/transformer.md),
+                                               # if any
 
 
 def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor], ReducedTask]:
-    """Express predictors in an orthonormal basis of ``span{k*, v*, their vectors}`` and return the reduced task (docs/reduction.md §2)."""
+    """Express predictors in an orthonormal basis of ``span{k*, v*, their vectors}`` and return the reduced task
+    (docs/reduction.md §2)."""
     extra = [u for p in predictors for u in p.vectors if u is not task.k_star and u is not task.v_star]
     E = span_basis(task.k_star, task.v_star, *extra)  # (..., d, r)
     if E.shape[-1] > task.d:
@@ -106,7 +108,8 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
 
 
 def on_J0(weights: torch.Tensor, J0: torch.Tensor) -> torch.Tensor:
-    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,) (docs/transformer.md)."""
+    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,)
+    (docs/transformer.md)."""
     idx = J0.to(weights.device).expand(weights.shape[:-1]).unsqueeze(-1)
     return weights.gather(-1, idx).squeeze(-1)
 
@@ -199,7 +202,8 @@ def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tu
     ``Var(W|X) = sum_{l<l'} pi_l pi_l' (y_l - y_l')^2`` and, by exchangeability, the pairs are (J0, noise) or
     (noise, noise). The two tokens of the pair are drawn from the geometric-mean density
     ``g = N(M k*/(1+gamma^2), 2 gamma^2/(1+gamma^2) I)`` and reweighted; the others from their own laws. Tokens
-    are simulated through their ``k*``, ``v*`` coordinates and squared norm (docs/reduction.md §2), so the cost does not depend
+    are simulated through their ``k*``, ``v*`` coordinates and squared norm (docs/reduction.md §2), so the cost does not
+    depend
     on ``d``. Both pair terms are estimated on the same draws; each draw's contribution is kept as a logarithm and
     averaged by log-mean-exp, so the estimate never underflows.
     """

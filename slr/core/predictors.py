@@ -89,7 +89,8 @@ class AttentionKind(NamedTuple):
     output_and_grads: Callable  # (pk, pv, lam, ops) -> (T, dT/dpk, dT/dpv)
     weights: Callable  # scores lam <X_l, k> (..., L) -> normalised weights (..., L), torch
     kernel_id: int | None  # the ``kind`` argument of ``reduced_step.c`` (None: no compiled step)
-    excess: Callable | None  # (lam, overlaps and norms (R,) each, task) -> closed-form excess (R,); None: no closed form
+    excess: Callable | None  # (lam, overlaps and norms (R,) each, task) -> closed-form excess (R,); None: no closed
+                             # form
 
 
 def _erf_output(pk, pv, lam, ops=TORCH_OPS):
@@ -137,7 +138,8 @@ ATTENTION_KINDS = {kind.name: kind for kind in (ERF, SOFTMAX)}
 
 @dataclass(frozen=True)
 class Attention:
-    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (docs/task-and-predictors.md §2); erf or softmax weights."""
+    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (docs/task-and-predictors.md §2); erf
+    or softmax weights."""
 
     k: torch.Tensor  # (..., d)
     v: torch.Tensor  # (..., d)
@@ -184,7 +186,8 @@ def oracle(task, lam: float) -> Attention:
 
 @dataclass(frozen=True)
 class BayesOptimal:
-    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2`` (docs/task-and-predictors.md §2)."""
+    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2``
+    (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -234,7 +237,8 @@ class BayesOptimal:
 
 @dataclass(frozen=True)
 class Linear:
-    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (docs/task-and-predictors.md §2)."""
+    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (docs/task-and-predictors.md
+    §2)."""
 
     v_star: torch.Tensor
     c: float
@@ -257,7 +261,8 @@ class Linear:
 
 @dataclass(frozen=True)
 class Bilinear:
-    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)`` (docs/task-and-predictors.md §2)."""
+    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)``
+    (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -282,7 +287,8 @@ class Bilinear:
 
 @dataclass(frozen=True)
 class LeastSquaresLinear:
-    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample (docs/task-and-predictors.md §2)."""
+    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample
+    (docs/task-and-predictors.md §2)."""
 
     beta: torch.Tensor  # (..., L*d)
     intercept: torch.Tensor  # (...)

@@ -35,7 +35,8 @@ class ReducedTokens:
 
 
 class ReducedTask:
-    """The task of docs/task-and-predictors.md §1 in coordinates on ``(k*, v*, e_3, ..., e_r)``: ``k* = e_1``, ``v* = e_2`` in ``R^r``.
+    """The task of docs/task-and-predictors.md §1 in coordinates on ``(k*, v*, e_3, ..., e_r)``: ``k* = e_1``, ``v* =
+    e_2`` in ``R^r``.
 
     ``sample`` is exact in distribution for every quantity that depends on tokens only through their
     coordinates on the basis and their norms (docs/reduction.md).

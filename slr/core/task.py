@@ -1,4 +1,5 @@
-"""The single-location regression task (docs/task-and-predictors.md §1): ``k*``, ``v*`` and the sampler of ``(X, y, J0)``."""
+"""The single-location regression task (docs/task-and-predictors.md §1): ``k*``, ``v*`` and the sampler of ``(X, y,
+J0)``."""
 from __future__ import annotations
 
 from typing import NamedTuple

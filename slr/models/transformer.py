@@ -52,7 +52,8 @@ class Transformer(nn.Module):
 
     - ``pool="query"``: a learned ``[CLS]``-style query token, prepended to the sequence and updated by every block;
       it attends to the ``L`` tokens only (not to itself), so with one block, one head, no MLP and no norm the model
-      is ``T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c``: the softmax attention of docs/task-and-predictors.md §2 with ``lam k = u_K``
+      is ``T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c``: the softmax attention of docs/task-and-predictors.md §2
+      with ``lam k = u_K``
       and ``v = u_V`` (:meth:`effective_directions`);
     - ``pool="mean"``: the mean of the tokens' final representations.
     """

@@ -130,12 +130,14 @@ def _test_excess(ax, x: np.ndarray, grid: Grid, keep: np.ndarray, color, test_si
 def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
                     title: str | None = None, n_trajectories: int = 3, final: Mapping | None = None,
                     test_size: int | None = None):
-    """The four-panel figure of the paper's experiments (docs/training.md, The paper's five experiments) from a metrics table (one row per repeat and logged step; a DataFrame or
+    """The four-panel figure of the paper's experiments (docs/training.md, The paper's five experiments) from a metrics
+    table (one row per repeat and logged step; a DataFrame or
     row dicts).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
     Bayes), the Monte Carlo error band of the logged test excess (on ``test_size`` sequences) and the ``final``
-    evaluation (``step``, ``excess``, ``se``, ``n_test``) as a point with its error bar; (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
+    evaluation (``step``, ``excess``, ``se``, ``n_test``) as a point with its error bar; (b) ``|kappa|`` and ``|nu|``;
+    (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
     chosen to span the final alignment (least to most aligned); (d) distance to the invariant manifold on a log
     axis. Returns ``(fig, axes)``.
     """
@@ -236,10 +238,12 @@ def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path
 def module_figure(metrics, references: Mapping[str, float] | None = None,
                   attention_references: Mapping[str, float] | None = None, title: str | None = None,
                   final: Mapping | None = None, test_size: int | None = None):
-    """Training of a torch module (docs/transformer.md) from its metrics table (one row per repeat and logged step; a DataFrame or
+    """Training of a torch module (docs/transformer.md) from its metrics table (one row per repeat and logged step; a
+    DataFrame or
     row dicts), median and 95% band over repeats: (a) Monte Carlo test excess risk vs step (on ``test_size`` logged
     sequences, with its Monte Carlo error band) with horizontal reference lines and the ``final`` evaluation as a
-    point with its error bar; (b) the mean attention weight on the informative token ``J0`` with references (uniform ``1/L``, the Bayes
+    point with its error bar; (b) the mean attention weight on the informative token ``J0`` with references (uniform
+    ``1/L``, the Bayes
     posterior's); (c) ``|kappa|``, ``|nu|``: cosines of the effective key and value directions with ``k*``, ``v*``,
     when the module defines them. Returns ``(fig, axes)``."""
     grid = Grid(metrics, (*METRIC_COLUMNS, "attention_on_J0"))

@@ -1,4 +1,4 @@
-"""Closed forms of SPEC section 3: zeta, the population risk of erf attention and the baselines' risks.
+"""Closed forms (``docs/closed-forms.md``): zeta, the population risk of erf attention and the baselines' risks.
 
 Everything is numpy, float64 and broadcasts over its array arguments. ``excess`` always means
 ``risk - eps^2 = E (f(X) - W)^2`` with ``W = <X_J0, v*>``.
@@ -17,7 +17,7 @@ OVERLAPS = ("kappa", "nu", "theta", "eta", "rho")  # <k,k*>, <v,v*>, <v,k*>, <k,
 
 
 def default_signal(d: int) -> float:
-    """The paper's signal norm ``M = sqrt(d/2)`` (SPEC 1)."""
+    """The paper's signal norm ``M = sqrt(d/2)`` (``docs/task-and-predictors.md`` §1)."""
     return math.sqrt(d / 2.0)
 
 
@@ -79,7 +79,8 @@ def zeta_t(t, g):
 
 
 def zeta_tt(t, g):
-    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (``docs/closed-forms.md`` §2)."""
+    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (``docs/closed-forms.md``
+    §2)."""
     return zeta_derivatives(t, g, 2)[1]
 
 
@@ -100,7 +101,8 @@ def noise_token_moments(lam: float) -> tuple[float, float, float]:
 
 
 class Moments(NamedTuple):
-    """The moments of SPEC 3 for unit ``k``, ``v``: informative token ``A``, noise token ``B``, ``W = <X_J0, v*>``."""
+    """The moments of erf attention for unit ``k``, ``v`` (``docs/closed-forms.md`` §3): informative token ``A``,
+    noise token ``B``, ``W = <X_J0, v*>``."""
 
     EA: np.ndarray
     EAW: np.ndarray
@@ -110,7 +112,7 @@ class Moments(NamedTuple):
 
 
 def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> Moments:
-    """``E[A], E[AW], E[A^2], E[B], E[B^2]`` of erf attention with unit ``k``, ``v`` (SPEC 3)."""
+    """``E[A], E[AW], E[A^2], E[B], E[B^2]`` of erf attention with unit ``k``, ``v`` (``docs/closed-forms.md`` §3)."""
     lam, kappa, nu, theta, eta, rho = (np.asarray(a, dtype=float) for a in (lam, kappa, nu, theta, eta, rho))
     c, s, m = lam * M * kappa, lam * gamma, M * theta
     p = np.sqrt(1.0 + 2.0 * s * s)
@@ -126,7 +128,8 @@ def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> M
 
 def erf_excess(lam, kappa, nu, theta, eta, rho, *, d: int, L: int, gamma: float, signal: float | None = None,
                norm_k=1.0, norm_v=1.0):
-    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K`` (SPEC 3).
+    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K``
+    (``docs/closed-forms.md`` §4).
 
     The overlaps are those of the unit vectors ``k/K`` and ``v/V``.
     """
@@ -147,23 +150,27 @@ def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = N
 
 
 def linear_excess(L: int, gamma: float):
-    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d`` (SPEC 3)."""
+    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d``
+    (``docs/closed-forms.md`` §5)."""
     return gamma**2 * (L - 1) / (gamma**2 + L - 1)
 
 
 def linear_coefficient(L: int, gamma: float) -> float:
-    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position (SPEC 2)."""
+    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position
+    (``docs/task-and-predictors.md`` §2)."""
     return gamma**2 / (gamma**2 + L - 1)
 
 
 def bilinear_coefficient(d: int, L: int, gamma: float, signal: float | None = None) -> float:
-    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)``
+    (``docs/task-and-predictors.md`` §2)."""
     M = signal_norm(d, signal)
     return M * gamma**2 / ((M**2 + gamma**2) * gamma**2 + L - 1)
 
 
 def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
-    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)`` (SPEC 3)."""
+    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)``
+    (``docs/closed-forms.md`` §5)."""
     M = signal_norm(d, signal)
     return gamma**2 * (gamma**4 + L - 1) / (gamma**2 * M**2 + gamma**4 + L - 1)
 
@@ -175,7 +182,8 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
     more than the search).
 
     The default search interval is ``[min(1e-4, 0.01/sqrt(d)), 1e3]``: the best ``lam`` shrinks like
-    ``sqrt(ln d / d)`` (SPEC 8), so a fixed lower bound would cut it off at ``d`` in the billions."""
+    ``sqrt(ln d / d)`` (``docs/closed-forms.md`` §6), so a fixed lower bound would cut it off at ``d`` in the
+    billions."""
     bounds = bounds or (min(1e-4, 0.01 / math.sqrt(d)), 1e3)
     grid = np.geomspace(*bounds, 400)
     values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
@@ -202,13 +210,14 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
 
 
 def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
-    """``D_B = M^2/(4(1+gamma^2)) + (d/2) ln((1+gamma^2)/(2 gamma))`` between informative and noise tokens (SPEC 3)."""
+    """``D_B = M^2/(4(1+gamma^2)) + (d/2) ln((1+gamma^2)/(2 gamma))`` between informative and noise tokens
+    (``docs/bayes.md`` §5)."""
     M = signal_norm(d, signal)
     return M**2 / (4.0 * (1.0 + gamma**2)) + 0.5 * d * math.log((1.0 + gamma**2) / (2.0 * gamma))
 
 
 def bayes_excess_bound(d: int, L: int, gamma: float, signal: float | None = None) -> float:
-    """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (SPEC 3)."""
+    """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (``docs/bayes.md`` §5)."""
     return 10.0 ** bayes_excess_bound_log10(d, L, gamma, signal)
 
 
@@ -232,11 +241,12 @@ def libm_exp(x):
 
 
 class ErfRiskGradient:
-    """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam`` (SPEC 3-4).
+    """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam``
+    (``docs/closed-forms.md`` §7).
 
     Written for speed inside population PGD: scalar constants are computed once and the overlaps are arrays over
     repeats. Every term is elementary but one: the theta-derivative of ``E[A^2]`` needs ``zeta`` itself (one
-    Owen's T per repeat). It is the reference of the compiled PGD kernel (``slr/_pgd_step.c``), which repeats it
+    Owen's T per repeat). It is the reference of the compiled PGD kernel (``pgd_step.c``), which repeats it
     operation by operation; so that the two agree bitwise, ``exp`` is the C library's (:func:`libm_exp`) and squares
     are products.
     """
@@ -291,9 +301,10 @@ class ErfRiskGradient:
 
 class ErfRiskJet:
     """Value, gradient and Hessian of the unit-norm erf-attention excess ``R(kappa, nu, theta, eta, rho)`` in the five
-    overlaps, at fixed ``lam`` (SPEC 3; the second partials ``H_k``, ``H_v``, ``H_kv`` of SPEC 8).
+    overlaps, at fixed ``lam`` (``docs/closed-forms.md`` §3-4; the second partials ``H_k``, ``H_v``, ``H_kv`` of
+    ``docs/landscape.md`` §1).
 
-    Expanding the moments of SPEC 3, ``R`` is a sum of monomials in ``(nu, theta, eta, rho)`` times functions of
+    Expanding the moments, ``R`` is a sum of monomials in ``(nu, theta, eta, rho)`` times functions of
     ``kappa`` alone (``c = lam M kappa``, ``u = c/p``, ``gs = gamma^2 lam``, ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
     ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))``, ``Z_j = d^j zeta(c, lam gamma)/dc^j``, ``E_j = erf^(j)(u)``):
 
@@ -376,7 +387,8 @@ def _monomial(y, exps, *wrt):
 
 
 def oracle_asymptotic_excess(d, L: int, gamma: float):
-    """SPEC 8, small-``lam`` asymptotics of the best oracle: ``(4(L-1)/pi)(u* + 1)/d`` with ``u* + ln u* =
+    """Small-``lam`` asymptotics of the best oracle (``docs/closed-forms.md`` §6): ``(4(L-1)/pi)(u* + 1)/d`` with ``u* +
+    ln u* =
     ln(gamma^2 d/(2(L-1)))``, i.e. ``u* = W(gamma^2 d/(2(L-1)))`` (Lambert W): ``Theta((L-1) ln d / d)``."""
     from scipy.special import lambertw
 

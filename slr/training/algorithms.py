@@ -1,4 +1,5 @@
-"""Training of attention on single-location regression (docs/training.md, and docs/reduction.md for the reduced simulators).
+"""Training of attention on single-location regression (docs/training.md, and docs/reduction.md for the reduced
+simulators).
 
 Every algorithm holds the ``R`` repeats' ``(k, v)`` as one array ``KV`` of shape (R, 2, D) and advances it by
 one ``step(lam)``; :func:`train` is the one loop over steps around them (schedule, logging, divergence).
@@ -92,7 +93,8 @@ def tangent_step(KV, G, lr: float):
 
 def retract(KV, G, lr: float, projected: bool):
     """One step on ``(k, v)`` (numpy or torch, shape (..., 2, D)): ``k <- (k - lr g)/||k - lr g||`` with the
-    tangent gradient ``g = grad - <k, grad> k`` (docs/training.md, PGD on the population risk); a plain gradient step when not projected."""
+    tangent gradient ``g = grad - <k, grad> k`` (docs/training.md, PGD on the population risk); a plain gradient step
+    when not projected."""
     if not projected:
         return KV - lr * G
     N = tangent_step(KV, G, lr)
@@ -175,7 +177,8 @@ class Algorithm:
 
 
 class FullSGD(Algorithm):
-    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (docs/training.md, Online SGD)."""
+    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (docs/training.md,
+    Online SGD)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, batch_size: int,
                  projected: bool, generator: torch.Generator, dtype: torch.dtype):
@@ -225,7 +228,8 @@ class ReducedSGD(Algorithm):
         self.lr, self.B, self.projected = lr, batch_size, projected
         # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
         self.rng = numpy_from_torch(generator, np.random.SFC64)
-        fits = kind.kernel_id is not None and self.B * self.L <= slr.training.kernels.MAX_TOKENS  # the kernel's token buffers
+        fits = kind.kernel_id is not None and self.B * self.L <= slr.training.kernels.MAX_TOKENS  # the kernel's token
+                                                                                                  # buffers
         self._kernel = slr.training.kernels.reduced_step() if fits and kernel is not False else None
         if kernel and self._kernel is None:
             raise RuntimeError(f"the compiled reduced SGD step is not available ({kind.name} attention, "
@@ -385,7 +389,8 @@ class FixedTrainingSet:
 
 
 class ERM(FixedTrainingSet, Algorithm):
-    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (docs/training.md, ERM)."""
+    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (docs/training.md,
+    ERM)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, n_train: int,
                  projected: bool, optimizer: str, generator: torch.Generator, dtype: torch.dtype):
@@ -422,7 +427,8 @@ class ERM(FixedTrainingSet, Algorithm):
 class PopulationPGD(Algorithm):
     """Projected gradient descent on the closed-form population risk of erf attention (docs/training.md), float64.
 
-    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (docs/reduction.md §3), so
+    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (docs/reduction.md
+    §3), so
     the iterates stay in ``span{k0, v0, k*, v*}``: in the reduced form ``D = 4`` and ``k* = e1``, ``v* = e2``.
     :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
     (``_pgd_step.c``, the same arithmetic), when it applies and can be built (``kernel=None``: if available).
@@ -484,7 +490,8 @@ class PerturbedPGD(PopulationPGD):
     (``D = 4``) this is exact in distribution: ``xi`` has 4 Gaussian coordinates on ``(k*, v*, e3, e4)`` and a part
     orthogonal to them whose two vectors (for ``k`` and ``v``) enter only through their Gram matrix
     ``noise^2 Wishart_2(d - 4, I)``, drawn by the Bartlett decomposition and folded into new canonical coordinates
-    (:func:`canonical`), as in the reduced SGD (docs/reduction.md §4). ``dtype=float32`` keeps the state and the whole step in
+    (:func:`canonical`), as in the reduced SGD (docs/reduction.md §4). ``dtype=float32`` keeps the state and the whole
+    step in
     single precision (the rounding of the full simulator then lands in all ``d`` coordinates, that of the reduced one
     in 4: the two float32 simulators are not equal in distribution).
     """

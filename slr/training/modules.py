@@ -1,4 +1,5 @@
-"""Autograd training of torch modules on the task (docs/transformer.md): ``R`` independent repeats stacked as one batch axis.
+"""Autograd training of torch modules on the task (docs/transformer.md): ``R`` independent repeats stacked as one batch
+axis.
 
 The repeats' parameters are stacked with ``torch.func.stack_module_state`` into tensors with a leading axis ``R``
 and every forward pass is ``vmap(functional_call)`` over that axis, so ``R`` models cost one model's Python
@@ -111,7 +112,8 @@ def _stack(outs):
 
 
 class StackedModel:
-    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface, docs/task-and-predictors.md §2), and
+    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface,
+    docs/task-and-predictors.md §2), and
     ``attention(X) -> (R, n, L)`` when the module has an ``attention`` method. Reads every coordinate of every
     token: full simulator only."""
 
