@@ -154,10 +154,11 @@ class Attention:
     def attention(self, X) -> torch.Tensor:
         """Normalised attention weights (..., L): ``softmax_l(lam <X_l,k>)``, or ``|erf(lam <X_l,k>)|`` divided by
         its sum over the tokens (:attr:`AttentionKind.weights`)."""
-        return self.kind.weights(self.lam * project(X, self.k[..., None]).squeeze(-1))
+        return self.predict_and_attention(X)[1]
 
     def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(predict(X), attention(X))`` from one projection of the tokens on ``(k, v)``."""
+        """``(predict(X), attention(X))`` from one projection of the tokens on ``(k, v)`` (the weights come from the
+        same projection whether asked for alone or with the predictions, so the two calls agree bitwise)."""
         P = project(X, torch.stack([self.k, self.v], dim=-1))  # (..., L, 2)
         return self.kind.output(P[..., 0], P[..., 1], self.lam), self.kind.weights(self.lam * P[..., 0])
 
