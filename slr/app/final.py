@@ -86,7 +86,7 @@ def logged_vs_final(rows: list[dict], trained: dict | None, step: int, n_log: in
     sequences) and the final evaluation of the same models (on ``n_test`` others) differ by more than three
     standard errors of their difference (the logged one: the root mean square of the repeats'); None when they agree
     or either is missing. The per-sequence excess is heavy-tailed, so a small logged set can miss the rare
-    misattributed sequences that the final evaluation sees (``docs/training.md``)."""
+    misattributed sequences that the final evaluation sees (``docs/throughput.md`` §4)."""
     last = [r for r in rows if r["step"] == step and r.get("test_excess") is not None]
     if trained is None or not last:
         return None

@@ -148,7 +148,7 @@ class LoggedTestSet:
     prediction, in ``dtype`` (float32 for the attention models: its rounding, 1e-7, is far below the Monte Carlo error
     of a thousand samples, and it halves the cost). Its standard error is logged beside it: the per-sample excess is
     heavy-tailed (a rare misattributed sequence costs ``O(M^2)``), so a small set can miss what the final evaluation's
-    larger one sees (``docs/training.md``)."""
+    larger one sees (``docs/throughput.md`` §4)."""
 
     def __init__(self, task, n: int, seed: int, dtype: torch.dtype = torch.float64):
         generator = torch_generator(seed, "log", task.device)
