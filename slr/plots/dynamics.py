@@ -199,8 +199,7 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
             ax.set_xlim(grid.steps.min(), max(grid.steps.max(), 1))
         ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)")
         _title(ax, "(d) distance to the manifold θ=η=ρ=0")
-        if title:
-            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+        _suptitle(fig, title, R)
     return fig, axes
 
 
@@ -289,9 +288,13 @@ def module_figure(metrics, references: Mapping[str, float] | None = None,
             _no_data(ax, "no effective key/value directions\n(defined for pool=query, 1 block, 1 head, no MLP)")
         ax.set(xlabel="step", ylabel="cosine (dimensionless)")
         _title(ax, "(c) effective key and value directions")
-        if title:
-            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+        _suptitle(fig, title, R)
     return fig, axes
+
+
+def _suptitle(fig, title: str | None, R: int) -> None:
+    if title:
+        fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
 
 
 def _no_data(ax, text: str) -> None:
