@@ -8,7 +8,7 @@
 
 Measures (single torch thread, as in every job):
   sgd_reduced_vs_full  time per online-SGD step, paper configuration (d=80, L=10, 30 repeats, batch 5):
-                       full simulator (float32 tokens) over the exact reduced one (SPEC 6)       target >= 10
+                       full simulator (float32 tokens) over the exact reduced one (docs/reduction.md) target >= 10
                        (reduced: the compiled kernel, many steps per call; numpy_us: its numpy fallback)
   sgd_reduced_vs_full_300  the same with 300 repeats
   sgd_reduced_d        reduced SGD step at d=100000 over d=80                                    target <= 1.3
@@ -27,7 +27,8 @@ Measures (single torch thread, as in every job):
                        defaults, d_model=16): a loop over the repeats over one vmap over their stacked parameters,
                        at experiment=transformer's batch (32) and a large one (256), d=20 L=5 and d=80 L=10,
                        8 and 30 repeats
-  paper                the five presets of SPEC 5 through scripts/reproduce_paper.py (2 jobs): wall time,
+  paper                the paper's five presets (docs/training.md) through scripts/reproduce_paper.py (2 jobs): wall
+  time,
                        per-experiment seconds and steps per second                               target <= 15 s
 Results are printed and written to outputs/bench/<date>_<time>.json.
 """
