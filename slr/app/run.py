@@ -52,9 +52,18 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task,
              cfg.predictor.name + ("" if is_module(cfg) else " attention"), tc.simulator, tc.repeats, tc.steps, out)
     columns = getattr(Logger, "COLUMNS", METRIC_COLUMNS)  # from slr.io
+    from slr.training.flow import SolverFailure
+
     with MetricsWriter(out / "metrics.csv", columns) as writer:
-        hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
-                     log=Logger(cfg, task, writer), progress=show_progress())
+        try:
+            hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
+                         log=Logger(cfg, task, writer), progress=show_progress())
+        except SolverFailure as err:  # the solver's message, not a traceback
+            summary.update(status="failed", error=f"SolverFailure: {err}", trained=dict(algo=tc.algo, **algo.details()))
+            summary["timings"] = dict(total_s=time.perf_counter() - t_start)
+            write_json(out / "summary.json", summary)
+            log.error("%s failed: %s", cfg.name, err)
+            return
     alive = hist.diverged_at < 0
     lam = schedule(hist.steps_done)
     t_train = time.perf_counter()
@@ -63,7 +72,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
-                              diverged_at=hist.diverged_at, kernel=algo.kernel)
+                              diverged_at=hist.diverged_at, kernel=algo.kernel, **algo.details())
     if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
         summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
                                   optimizer=tc.optimizer, parameters=algo.n_parameters,

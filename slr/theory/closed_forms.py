@@ -178,7 +178,7 @@ def _stable_excess(lam, kappa, nu, theta, eta, rho, *, M: float, L: int, gamma: 
     q_hi = (2.0 * nubar - (rho - eta) ** 2) - 2.0 * (nubar - rho * (rho - eta)) * d1 + one_m_r2 * d1 * d1
     q_lo = (2.0 * nuplus - (rho + eta) ** 2) - 2.0 * (nuplus - rho * (rho + eta)) * d2 + one_m_r2 * d2 * d2
     q_mid = one_m_e2 - 2.0 * (nu - rho * eta) * x + one_m_r2 * x * x
-    Q = np.maximum(np.where(x >= 0.5, q_hi, np.where(x <= -0.5, q_lo, q_mid)), 0.0) + V * V * one_m_r2 * J  # a variance
+    Q = np.where(x >= 0.5, q_hi, np.where(x <= -0.5, q_lo, q_mid)) + V * V * one_m_r2 * J
     # Var h, h = w1 e + w2 g e + w3 g
     w1, w2, w3 = V * m, V * gamma * rho, -gamma * eta
     w2a0_w3 = np.where(E0 >= 0.5, gamma * (V * rho - eta) - w2 * up,
@@ -199,7 +199,7 @@ def _stable_excess(lam, kappa, nu, theta, eta, rho, *, M: float, L: int, gamma: 
     Eh = w1 * E0 + w2 * s * E1 / p
     Eh2 = (w1 * w1 * z0 + 2.0 * w1 * w2 * s * z1 + w2 * w2 * (z0 + s * s * z2)
            + 2.0 * w3 * (w1 * s * E1 / p + w2 * (E0 + s * s * E2 / (p * p))) + w3 * w3)
-    var_h = np.where(small, var_h_series, np.maximum(Eh2 - Eh * Eh, 0.0))
+    var_h = np.where(small, var_h_series, Eh2 - Eh * Eh)
     # noise tokens: B = erf(lam <X,k>) <X,v>, E B = beta1 rho
     beta1 = 2.0 * lam / np.sqrt(np.pi * (1.0 + 2.0 * lam * lam))
     ql = np.sqrt(1.0 + 4.0 * lam * lam)
@@ -389,6 +389,17 @@ def zeta_derivative(n: int, t, g):
                          / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
 
 
+def _erf_derivatives_upto(x, n: int) -> list:
+    """``[erf(x), erf'(x), ..., erf^(n)(x)]`` from one Hermite recurrence (see :func:`erf_derivative`)."""
+    x = np.asarray(x, dtype=float)
+    g = TWO_OVER_SQRT_PI * np.exp(-x * x)
+    out, h_prev, h = [erf(x)], np.zeros_like(x), np.ones_like(x)
+    for j in range(n):
+        out.append((-1.0) ** j * h * g)
+        h_prev, h = h, 2.0 * x * h - 2.0 * j * h_prev
+    return out
+
+
 def erfc_square_mean_derivative(n: int, t, g):
     """``d^n/dt^n E erfc(t + gZ)^2``: :func:`erfc_square_mean` for ``n = 0``; for ``n >= 1`` that of ``zeta`` minus
     ``2 erf^(n)(t/p)/p^n``, i.e. the Leibniz sum of :func:`zeta_derivative` with ``erf(t/(pq))`` replaced by
@@ -440,31 +451,46 @@ class ErfRiskJet:
         ]
 
     def _kappa_functions(self, kappa: np.ndarray) -> dict:
-        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use."""
+        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use: the derivatives of ``erf`` at
+        ``u = c/p`` and ``a = c/(pq)`` from one Hermite recurrence each, ``Z_n`` and ``Y_n`` by the Leibniz sums of
+        :func:`zeta_derivative` and :func:`erfc_square_mean_derivative` on them (one Owen's-T tail for ``Z_0``)."""
         lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
+        q = math.sqrt(1.0 + 4.0 * s * s)
         c = lam * M * kappa
-        E = [erf_derivative(j, c / p) for j in range(5)]
-        Z = [zeta_derivative(j, c, s) for j in range(5)]
+        u, a = c / p, c / (p * q)
+        eu, ea = _erf_derivatives_upto(u, 5), _erf_derivatives_upto(a, 4)
+        ea0_c = -erfc(a)
+
+        def leibniz(n: int, first) -> np.ndarray:
+            return 2.0 / p * sum(math.comb(n - 1, j) * (first if j == 0 else ea[j]) * eu[n - j]
+                                 / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
+
+        Z = [eu[0] ** 2 + owen_tail(u, s)] + [leibniz(n, ea[0]) for n in range(1, 5)]
+        Y = [np.zeros_like(kappa)] + [leibniz(n, ea0_c) for n in range(1, 3)]  # Y_0 multiplies no overlap: unused
         out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)],
-               ("Y", 0): [erfc_square_mean_derivative(j, c, s) * (lam * M) ** j for j in range(3)]}
+               ("Y", 0): [Y[0], lam * M * Y[1], (lam * M) ** 2 * Y[2]]}
         for j in range(3):
-            out[("E", j)] = [E[j], (lam * M / p) * E[j + 1], (lam * M / p) ** 2 * E[j + 2]]
+            out[("E", j)] = [eu[j], (lam * M / p) * eu[j + 1], (lam * M / p) ** 2 * eu[j + 2]]
             out[("Z", j)] = [Z[j], lam * M * Z[j + 1], (lam * M) ** 2 * Z[j + 2]]
         return out
 
     def __call__(self, kappa, nu, theta, eta, rho):
         """``(R, grad, hess)``: the excess, its 5 partial derivatives and its 5x5 matrix of second partials."""
+        grad, hess = self.derivatives(kappa, nu, theta, eta, rho)
+        value = _stable_excess(self.lam, kappa, nu, theta, eta, rho, M=self.M, L=self.L, gamma=self.gamma)
+        return value, grad, hess
+
+    def derivatives(self, kappa, nu, theta, eta, rho):
+        """``(grad, hess)`` without the value (what a gradient flow needs)."""
         kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
         y = (1.0 - nu, theta, eta, rho)  # the monomials' variables, overlap indices 1..4
         sign = np.array([1.0, -1.0, 1.0, 1.0, 1.0])  # d/dnu = -d/d(1 - nu)
         F = self._kappa_functions(kappa)
-        value = np.full(kappa.shape, self.constant)
         grad = np.zeros((*kappa.shape, 5))
         hess = np.zeros((*kappa.shape, 5, 5))
         for coef, exps, fn in self.terms:
             f0, f1, f2 = F[fn]
             m0 = coef * _monomial(y, exps)
-            value = value + m0 * f0
             grad[..., 0] += m0 * f1
             hess[..., 0, 0] += m0 * f2
             for i in range(4):
@@ -477,8 +503,7 @@ class ErfRiskJet:
                 for j in range(4):
                     if exps[j] - (i == j) > 0:
                         hess[..., i + 1, j + 1] += coef * _monomial(y, exps, i, j) * f0
-        value = _stable_excess(self.lam, kappa, nu, theta, eta, rho, M=self.M, L=self.L, gamma=self.gamma)
-        return value, grad * sign, hess * sign[:, None] * sign
+        return grad * sign, hess * sign[:, None] * sign
 
 
 def _monomial(y, exps, *wrt):

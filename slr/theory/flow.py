@@ -69,7 +69,7 @@ def jacobian_from_jet(o: np.ndarray, G: np.ndarray, H: np.ndarray) -> np.ndarray
 def overlap_drift(o, lam: float, *, d: float, L: int, gamma: float, signal: float | None = None) -> np.ndarray:
     """``do/dt`` of the Riemannian gradient flow at overlaps ``o`` (..., 5) ordered (kappa, nu, theta, eta, rho)."""
     o = np.asarray(o, dtype=float)
-    _, G, _ = _jet(lam, d=d, L=L, gamma=gamma, signal=signal)(*np.moveaxis(o, -1, 0))
+    G, _ = _jet(lam, d=d, L=L, gamma=gamma, signal=signal).derivatives(*np.moveaxis(o, -1, 0))
     return drift_from_gradient(o, G)
 
 
@@ -81,7 +81,7 @@ def overlap_jacobian(o, lam: float, *, d: float, L: int, gamma: float, signal: f
 def overlap_drift_and_jacobian(o, lam: float, *, d: float, L: int, gamma: float, signal: float | None = None):
     """``(drift, jacobian)`` from one evaluation of the risk's jet."""
     o = np.asarray(o, dtype=float)
-    _, G, H = _jet(lam, d=d, L=L, gamma=gamma, signal=signal)(*np.moveaxis(o, -1, 0))
+    G, H = _jet(lam, d=d, L=L, gamma=gamma, signal=signal).derivatives(*np.moveaxis(o, -1, 0))
     return drift_from_gradient(o, G), jacobian_from_jet(o, G, H)
 
 
@@ -90,3 +90,24 @@ def riemannian_grad_norm(o, G) -> np.ndarray:
     o, G = np.asarray(o, dtype=float), np.asarray(G, dtype=float)
     sq = np.einsum("...a,...ab,...b->...", G, overlap_metric(o), G)
     return np.sqrt(np.maximum(sq, 0.0))
+
+
+def canonical_coordinates(o) -> np.ndarray:
+    """Unit ``(k, v)`` (..., 2, 4) on ``(k*, v*, e1, e2)`` with these overlaps, ``k = (kappa, eta, a, 0)``,
+    ``v = (theta, nu, b, c)``; overlaps slightly outside the set of valid Gram matrices (integration error) are
+    projected onto it: ``a``, ``c`` clipped at 0, then ``k``, ``v`` renormalised."""
+    o = np.asarray(o, dtype=float)
+    kappa, nu, theta, eta, rho = np.moveaxis(o, -1, 0)
+    a = np.sqrt(np.maximum(1.0 - kappa**2 - eta**2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(a > 1e-300, (rho - kappa * theta - eta * nu) / a, 0.0)
+    c = np.sqrt(np.maximum(1.0 - theta**2 - nu**2 - b**2, 0.0))
+    z = np.zeros_like(a)
+    KV = np.stack([np.stack([kappa, eta, a, z], -1), np.stack([theta, nu, b, c], -1)], -2)
+    return KV / np.sqrt((KV * KV).sum(-1, keepdims=True))
+
+
+def overlaps_of(KV) -> np.ndarray:
+    """``(kappa, nu, theta, eta, rho)`` (..., 5) of ``(k, v)`` (..., 2, 4) on ``(k*, v*, e1, e2)``."""
+    k, v = KV[..., 0, :], KV[..., 1, :]
+    return np.stack([k[..., 0], v[..., 1], v[..., 0], k[..., 1], (k * v).sum(-1)], -1)
