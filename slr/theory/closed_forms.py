@@ -439,7 +439,6 @@ class ErfRiskJet:
         gs = gamma * s
         beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))
         beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
-        self.constant = (L - 1) * float(zeta(0.0, lam))
         # (coefficient, exponents of (1 - nu, theta, eta, rho), function of kappa: ("Y"|"Z"|"E"|"1", order))
         self.terms = [
             (gamma**2, (0, 0, 0, 0), ("Y", 0)), (2.0 * gamma**2, (1, 0, 0, 0), ("E", 0)), (M * M, (0, 2, 0, 0), ("Z", 0)),
@@ -481,43 +480,37 @@ class ErfRiskJet:
         return value, grad, hess
 
     def derivatives(self, kappa, nu, theta, eta, rho):
-        """``(grad, hess)`` without the value (what a gradient flow needs)."""
+        """``(grad, hess)`` without the value (what a gradient flow needs). ``R`` grouped by monomial:
+        ``K + N nbar + C theta^2 + A theta rho + B rho^2 + D theta eta + E eta rho`` (``nbar = 1 - nu``), each capital a
+        function of ``kappa`` from :attr:`terms`; the derivatives are written out from that form."""
         kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
-        y = (1.0 - nu, theta, eta, rho)  # the monomials' variables, overlap indices 1..4
-        sign = np.array([1.0, -1.0, 1.0, 1.0, 1.0])  # d/dnu = -d/d(1 - nu)
         F = self._kappa_functions(kappa)
-        grad = np.zeros((*kappa.shape, 5))
+        groups = {}
+        for coef, exps, fn in self.terms:  # sum the terms' functions of kappa by monomial
+            f = [coef * x for x in F[fn]]
+            groups[exps] = f if exps not in groups else [g + x for g, x in zip(groups[exps], f)]
+        zero = [np.zeros_like(kappa)] * 3
+        K, N, C, A, B, D, E = (groups.get(e, zero) for e in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 2, 0, 0), (0, 1, 0, 1),
+                                                             (0, 0, 0, 2), (0, 1, 1, 0), (0, 0, 1, 1)])
+        nbar = 1.0 - nu
+        th, et, rh = theta, eta, rho
+
+        def poly(i: int) -> np.ndarray:  # the kappa-derivative of order i of the whole sum
+            return (K[i] + N[i] * nbar + C[i] * th * th + A[i] * th * rh + B[i] * rh * rh + D[i] * th * et
+                    + E[i] * et * rh)
+
+        grad = np.stack([poly(1), -N[0], 2.0 * C[0] * th + A[0] * rh + D[0] * et, D[0] * th + E[0] * rh,
+                         A[0] * th + 2.0 * B[0] * rh + E[0] * et], -1)
         hess = np.zeros((*kappa.shape, 5, 5))
-        for coef, exps, fn in self.terms:
-            f0, f1, f2 = F[fn]
-            m0 = coef * _monomial(y, exps)
-            grad[..., 0] += m0 * f1
-            hess[..., 0, 0] += m0 * f2
-            for i in range(4):
-                if exps[i] == 0:
-                    continue
-                mi = coef * _monomial(y, exps, i)
-                grad[..., i + 1] += mi * f0
-                hess[..., 0, i + 1] += mi * f1
-                hess[..., i + 1, 0] += mi * f1
-                for j in range(4):
-                    if exps[j] - (i == j) > 0:
-                        hess[..., i + 1, j + 1] += coef * _monomial(y, exps, i, j) * f0
-        return grad * sign, hess * sign[:, None] * sign
-
-
-def _monomial(y, exps, *wrt):
-    """``prod y_i^e_i`` differentiated once in each variable index of ``wrt``."""
-    e = list(exps)
-    factor = 1.0
-    for i in wrt:
-        factor *= e[i]
-        e[i] -= 1
-    out = factor * np.ones_like(y[0])
-    for yi, ei in zip(y, e):
-        if ei:
-            out = out * yi**ei
-    return out
+        hess[..., 0, 0] = poly(2)
+        off = [-N[1], 2.0 * C[1] * th + A[1] * rh + D[1] * et, D[1] * th + E[1] * rh, A[1] * th + 2.0 * B[1] * rh + E[1] * et]
+        for i, h in enumerate(off, start=1):
+            hess[..., 0, i] = hess[..., i, 0] = h
+        hess[..., 2, 2], hess[..., 4, 4] = 2.0 * C[0], 2.0 * B[0]
+        hess[..., 2, 3] = hess[..., 3, 2] = D[0]
+        hess[..., 2, 4] = hess[..., 4, 2] = A[0]
+        hess[..., 3, 4] = hess[..., 4, 3] = E[0]
+        return grad, hess
 
 
 def oracle_asymptotic_excess(d, L: int, gamma: float):
