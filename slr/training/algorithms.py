@@ -574,7 +574,7 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 t_next, _ = algo.advance_to(t, t + n, schedule)
                 bar.update(t_next - t)
                 t = t_next
-                if algo.all_converged:  # until_converged: this is the last logged step
+                if algo.stop_step is not None and t >= algo.stop_step:  # until_converged: the last logged step
                     steps = t
                 continue
             if algo.kernel == "compiled":  # to the next logged step in one call, same checks in C

@@ -47,6 +47,7 @@ class GradientFlow(Algorithm):
         self.grad_norm = np.full(self.R, np.nan)
         self.nfev = self.njev = self.nlu = self.nsteps = 0
         self.all_converged = False
+        self.stop_step: int | None = None  # with grad_tol: the step count at which the run ends (all converged)
 
     # ----- the state seen by the logger and the evaluator ------------------------------------------------------------
     @property
@@ -111,12 +112,17 @@ class GradientFlow(Algorithm):
         tolerance, stop at the first solver step where every repeat is below it (the step count reached is then the
         first whole step after that time). Returns ``(t_reached, diverged (R,) = -1)``."""
         self.schedule = schedule
+        if self.stop_step is not None:
+            t_next = min(t_next, self.stop_step)
         tau_next = min(self.lr * t_next, self.horizon)
         if self.solver is None:
             self._start(self.lr * t)
         s = self.solver
         if self.grad_tol is not None and t == 0 and self.nsteps == 0:
             self._check_convergence(s.t, s.y)
+            if self.all_converged:
+                self.stop_step = t_next = 1
+                tau_next = min(self.lr, self.horizon)
         while s.t < tau_next:
             msg = s.step()
             self.nsteps += 1
@@ -125,8 +131,9 @@ class GradientFlow(Algorithm):
                                     f"{msg or 'non-finite state'}")
             if not self.all_converged:
                 self._check_convergence(s.t, s.y)
-                if self.all_converged:  # end at the first whole step after this time
-                    t_next = min(t_next, max(t + 1, math.ceil(s.t / self.lr - 1e-9)))
+                if self.all_converged:  # the run ends at the first whole step after this time
+                    self.stop_step = max(t + 1, math.ceil(s.t / self.lr - 1e-9))
+                    t_next = min(t_next, self.stop_step)
                     tau_next = min(self.lr * t_next, self.horizon)
         y = s.dense_output()(tau_next) if s.t > tau_next and s.t_old is not None else s.y
         self.o = overlaps_of(canonical_coordinates(y.reshape(self.R, 5)))
