@@ -205,6 +205,9 @@ class LandscapeConfig:
     zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
     assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
     path_points: int = 101  # points on the geodesic from the oracle to the swapped point
+    basin_dynamics: str = "pgd"  # pgd: train.steps of PGD | flow: the gradient flow to convergence (docs/dynamics.md)
+    flow_grad_tol: float = 1e-9  # basin_dynamics=flow: integrate until every Riemannian gradient norm is below this
+    flow_time: float = 1e9  # basin_dynamics=flow: flow time allowed after PGD's lr x steps (lam held at its end value)
 
 
 @dataclass
@@ -512,8 +515,9 @@ def check_landscape(cfg: DictConfig) -> None:
         _number(cfg, f"landscape.{key}", low=0, integer=True)
     _number(cfg, "landscape.newton_iter", low=1, integer=True)
     _number(cfg, "landscape.path_points", low=2, integer=True)
-    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol"):
+    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol", "flow_grad_tol", "flow_time"):
         _number(cfg, f"landscape.{key}", low=0, low_open=True)
+    _choice(cfg, "landscape.basin_dynamics", ("pgd", "flow"))
 
 
 class ValidateLandscape(Validate):
