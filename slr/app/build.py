@@ -73,15 +73,13 @@ def build_none(cfg, task, C0, init_rng) -> Algorithm:
 
 def build_flow(cfg, task, C0, init_rng) -> Algorithm:
     """The gradient flow (docs/dynamics.md) on the reduced task: no d-dimensional vector is ever made."""
-    import math
-
     from slr.core.reduced import ReducedTask
-    from slr.training.flow import GradientFlow
+    from slr.training.flow import GradientFlow, default_atol
 
     tc = cfg.train
     lr = learning_rate(cfg, task.d)
     eval_task = task if isinstance(task, ReducedTask) else ReducedTask.of(task, 4)
-    atol = tc.atol if tc.atol is not None else 1e-12 / math.sqrt(task.d)
+    atol = tc.atol if tc.atol is not None else default_atol(task.d)
     return GradientFlow(eval_task, C0, lr=lr, M=task.M, L=task.L, gamma=task.gamma, horizon=lr * tc.steps,
                         method=tc.method, rtol=tc.rtol, atol=atol,
                         grad_tol=tc.grad_tol if tc.until_converged else None)

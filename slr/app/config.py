@@ -153,7 +153,7 @@ class FlowConfig(TrainConfig):
     log_every: int = 200
     method: str = "BDF"  # BDF | Radau | LSODA (scipy.integrate, analytic Jacobian)
     rtol: float = 1e-8
-    atol: Optional[float] = None  # null: 1e-6/sqrt(d) x 1e-6, below the size of the overlaps of a sphere start
+    atol: Optional[float] = None  # null: 1e-9/sqrt(d), a billionth of the overlaps of a start uniform on the sphere
     until_converged: bool = False
     grad_tol: Optional[float] = None
 
@@ -483,7 +483,7 @@ def _flow(cfg: DictConfig) -> None:
     _choice(cfg, "train.method", ("BDF", "Radau", "LSODA"))
     _number(cfg, "train.rtol", low=0, low_open=True)
     _number(cfg, "train.atol", low=0, low_open=True, optional=True,
-            what="a finite number > 0, or null for 1e-12/sqrt(d)")
+            what="a finite number > 0, or null for 1e-9/sqrt(d)")
     if tc.rtol >= 0.1:
         raise ConfigError("train.rtol", tc.rtol, "a finite number in (0, 0.1): a relative tolerance of the solver")
     _number(cfg, "train.grad_tol", low=0, low_open=True, optional=True,

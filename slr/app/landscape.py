@@ -46,7 +46,7 @@ def flow_end_points(cfg: DictConfig, repeats: int, schedule) -> tuple[np.ndarray
 
     from slr.core.reduced import ReducedTask
     from slr.training.algorithms import INITS, train
-    from slr.training.flow import GradientFlow
+    from slr.training.flow import GradientFlow, default_atol
 
     tc, lc, d = cfg.train, cfg.landscape, cfg.task.d
     task = ReducedTask(d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal)
@@ -54,7 +54,7 @@ def flow_end_points(cfg: DictConfig, repeats: int, schedule) -> tuple[np.ndarray
     lr = learning_rate(cfg, d)
     total = tc.steps + math.ceil(lc.flow_time / lr)
     flow = GradientFlow(task, C0, lr=lr, M=task.M, L=task.L, gamma=task.gamma, horizon=lr * total,
-                        atol=1e-12 / math.sqrt(d), grad_tol=lc.flow_grad_tol)
+                        atol=default_atol(d), grad_tol=lc.flow_grad_tol)
     train(flow, steps=total, log_every=total, schedule=lambda t: schedule(min(t, tc.steps)), log=lambda *a: [])
     return from_overlaps(flow.o), flow.details()
 

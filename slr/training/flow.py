@@ -20,6 +20,13 @@ from slr.training.algorithms import Algorithm
 SOLVERS = ("BDF", "Radau", "LSODA")
 
 
+def default_atol(d: float) -> float:
+    """``1e-9/sqrt(d)``: a billionth of the size of the overlaps of a start uniform on the sphere. Much smaller
+    tolerances reach the rounding noise of the fast overlaps (``theta``, ``eta``, ``rho`` at ``O(1/M)``) and BDF gives
+    up ("required step size is less than spacing between numbers"; seen at ``1e-12/sqrt(d)``, ``d = 1e9``)."""
+    return 1e-9 / math.sqrt(d)
+
+
 class SolverFailure(RuntimeError):
     """The ODE solver gave up; the message is the solver's."""
 
