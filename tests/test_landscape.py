@@ -289,7 +289,7 @@ def test_basins_by_the_flow_leave_no_end_point_unassigned(landscape_cfg, tmp_pat
     flow = run(landscape_cfg(*short, "landscape.basin_dynamics=flow"), out_dir=tmp_path / "flow")
     assert pgd["basins"]["unassigned"] > 0
     assert flow["status"] == "ok" and flow["basins"]["unassigned"] == 0 and flow["flow"]["converged"] == 24
-    assert flow["basins"]["median_grad_norm"] <= 1e-9
+    assert flow["basins"]["median_grad_norm"] <= 1e-7  # at the reported (interpolated, projected) end points
     t = pd.read_csv(tmp_path / "flow" / "critical_points.csv")
     assert (t.loc[t["basin_count"] > 0, "index"] == 0).all()
 

@@ -76,20 +76,20 @@ class GradientFlow(Algorithm):
     def _lam(self, tau: float) -> float:
         return float(self.schedule(tau / self.lr))
 
-    def _jet(self, tau: float, y: np.ndarray, hessian: bool):
+    def _jet(self, tau: float, y: np.ndarray):
         o = y.reshape(self.R, 5)
         jet = ErfRiskJet(self._lam(tau), M=self.M, L=self.L, gamma=self.gamma)
         G, H = jet.derivatives(*o.T)
         return o, G, H
 
     def _fun(self, tau: float, y: np.ndarray) -> np.ndarray:
-        o, G, _ = self._jet(tau, y, False)
+        o, G, _ = self._jet(tau, y)
         return drift_from_gradient(o, G).ravel()
 
     def _jac(self, tau: float, y: np.ndarray):
         from scipy.sparse import bsr_matrix
 
-        o, G, H = self._jet(tau, y, True)
+        o, G, H = self._jet(tau, y)
         blocks = jacobian_from_jet(o, G, H)  # (R, 5, 5)
         if self.method == "LSODA":
             J = np.zeros((5 * self.R, 5 * self.R))
@@ -103,12 +103,12 @@ class GradientFlow(Algorithm):
 
         cls = getattr(scipy.integrate, self.method)
         self.solver = cls(self._fun, tau0, self.o.ravel().copy(), self.horizon, rtol=self.rtol, atol=self.atol,
-                          jac=self._jac, **({} if self.method == "LSODA" else {"vectorized": False}))
+                          jac=self._jac)
 
     def _check_convergence(self, tau: float, y: np.ndarray) -> None:
         if self.grad_tol is None:
             return
-        o, G, _ = self._jet(tau, y, False)
+        o, G, _ = self._jet(tau, y)
         self.grad_norm = riemannian_grad_norm(o, G)
         new = np.isnan(self.converged_at) & (self.grad_norm <= self.grad_tol)
         self.converged_at[new] = tau
