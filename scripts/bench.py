@@ -8,7 +8,7 @@
 
 Measures (single torch thread, as in every job):
   sgd_reduced_vs_full  time per online-SGD step, paper configuration (d=80, L=10, 30 repeats, batch 5):
-                       full simulator (float32 tokens) over the exact reduced one (SPEC 6)       target >= 10
+                       full simulator (float32 tokens) over the exact reduced one (docs/reduction.md) target >= 10
                        (reduced: the compiled kernel, many steps per call; numpy_us: its numpy fallback)
   sgd_reduced_vs_full_300  the same with 300 repeats
   sgd_reduced_d        reduced SGD step at d=100000 over d=80                                    target <= 1.3
@@ -30,7 +30,8 @@ Measures (single torch thread, as in every job):
   flow_sphere_1e9      the gradient flow (train=flow) of 30 repeats from the sphere at d=1e9 to convergence (every
                        Riemannian gradient norm below grad_tol): at lam=0.1 (grad_tol 1e-8) and at lam=auto
                        (grad_tol 1e-12); wall seconds, solver steps and evaluations                  target <= 5 s
-  paper                the five presets of SPEC 5 through scripts/reproduce_paper.py (2 jobs): wall time,
+  paper                the paper's five presets (docs/training.md) through scripts/reproduce_paper.py (2 jobs): wall
+  time,
                        per-experiment seconds and steps per second                               target <= 15 s
 Results are printed and written to outputs/bench/<date>_<time>.json.
 """
@@ -201,7 +202,7 @@ def loop(algo, steps, log_every, lam):
 
 scale = float(sys.argv[1])
 task = Task(400, 10, G, seed=0)
-reduced = ReducedTask.of(task, 4) if hasattr(ReducedTask, "of") else task.reduced(4)  # before 8297cc3: Task.reduced
+reduced = ReducedTask.of(task, 4)
 pgd = PopulationPGD(reduced, init_sphere(30, 400, numpy_generator(0, "init")), lr=4e-3, M=task.M,
                     L=10, gamma=G)
 out = dict(slr=slr.__file__, pgd_us=loop(pgd, int(3000 * scale), 200, 0.1) * 1e6)

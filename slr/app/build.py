@@ -1,5 +1,6 @@
-"""The builders of a job: its task and initial points, and the training algorithm of each ``train`` group for
-closed-form attention, or the autograd training of a torch module."""
+"""The builders of a job: its task and initial points, the training algorithm of each ``train`` group for
+closed-form attention, and the autograd training of torch modules (the families of :mod:`slr.app.families` call
+them)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -88,26 +89,18 @@ def build_flow(cfg, task, C0, init_rng) -> Algorithm:
 BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none, "flow": build_flow}
 
 
-def build_module(cfg, task, C0, init_rng) -> Algorithm:
-    """Torch modules (SPEC 9): ``train.repeats`` transformers or user modules, each initialised from its own seed
-    drawn from the init stream, trained online (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
+def build_module(cfg, task, C0, init_rng, *, name: str) -> Algorithm:
+    """Torch modules (``docs/transformer.md``): ``train.repeats`` modules of ``predictor.model`` (the transformer
+    preset or a user's ``_target_``), each initialised from its own seed drawn from the init stream, trained online
+    (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
     import torch
 
-    from slr.models.transformer import Transformer
     from slr.core.seeding import torch_generator
     from slr.training.modules import FixedSetTraining, OnlineTraining, build
 
-    tc, pc = cfg.train, cfg.predictor
-    if pc.name == "transformer":
-        def make():
-            return Transformer(task.d, task.L, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
-                               mlp=pc.mlp, norm=pc.norm, pool=pc.pool)
-        name = "transformer"
-    else:
-        def make():
-            return build_user_module(pc.model, task.d, task.L)
-        name = str(pc.model._target_)
-    modules = build(task, make, tc.repeats, init_rng.integers(0, 2**62, tc.repeats))
+    tc = cfg.train
+    modules = build(task, lambda: build_user_module(cfg.predictor.model, task.d, task.L), tc.repeats,
+                    init_rng.integers(0, 2**62, tc.repeats))
     torch.manual_seed(int(init_rng.integers(0, 2**62)))  # a module drawing random numbers (dropout) reproduces too
     kw = dict(optimizer=tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay, steps=tc.steps,
               warmup_steps=tc.warmup_steps, lr_decay=tc.lr_decay, generator=torch_generator(cfg.seed, "train", task.device),

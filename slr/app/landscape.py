@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from slr.app.build import build_pgd, job_task
 from slr.app.config import CONF_DIR, check_landscape, figure_formats, initial_lam, learning_rate
-from slr.app.job import job_exits, run_in_folder, show_progress
+from slr.app.job import compose_errors_refused, job_exits, run_in_folder, show_progress
 from slr.core.seeding import numpy_generator
 from slr.io import write_json
 from slr.landscape.critical import (LABELS, CriticalPoints, Landscape, assign, basin_table, critical_points,
@@ -188,7 +188,8 @@ def main() -> None:
 
         print(f"slr-landscape {__version__}")
         return
-    app()
+    with compose_errors_refused("slr-landscape"):
+        app()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="slr_landscape", version_base="1.3")

@@ -1,4 +1,4 @@
-"""Closed forms of SPEC section 3: zeta, the population risk of erf attention and the baselines' risks.
+"""Closed forms (``docs/closed-forms.md``): zeta, the population risk of erf attention and the baselines' risks.
 
 Everything is numpy, float64 and broadcasts over its array arguments. ``excess`` always means
 ``risk - eps^2 = E (f(X) - W)^2`` with ``W = <X_J0, v*>``.
@@ -17,7 +17,7 @@ OVERLAPS = ("kappa", "nu", "theta", "eta", "rho")  # <k,k*>, <v,v*>, <v,k*>, <k,
 
 
 def default_signal(d: int) -> float:
-    """The paper's signal norm ``M = sqrt(d/2)`` (SPEC 1)."""
+    """The paper's signal norm ``M = sqrt(d/2)`` (``docs/task-and-predictors.md`` §1)."""
     return math.sqrt(d / 2.0)
 
 
@@ -26,11 +26,19 @@ def signal_norm(d: int, signal: float | None) -> float:
     return default_signal(d) if signal is None else float(signal)
 
 
-def erf_derivatives(x):
-    """``erf(x), erf'(x), erf''(x), erf'''(x)`` with ``erf' = 2 exp(-x^2)/sqrt(pi)``."""
+def erf_derivatives(x, n: int = 3, exp=np.exp) -> list[np.ndarray]:
+    """``[erf(x), erf'(x), ..., erf^(n)(x)]``: ``erf^(j) = (-1)^(j-1) H_(j-1)(x) erf'(x)`` with the Hermite polynomials
+    ``H_0 = 1``, ``H_1 = 2x``, ``H_(i+1) = 2x H_i - 2i H_(i-1)`` and ``erf' = 2 exp(-x^2)/sqrt(pi)``
+    (``docs/closed-forms.md`` §1). The one erf family of the closed forms, their gradient and their jet; ``exp``:
+    :func:`libm_exp` where the compiled PGD step must agree bitwise."""
     x = np.asarray(x, dtype=float)
-    e1 = TWO_OVER_SQRT_PI * np.exp(-x * x)
-    return erf(x), e1, -2.0 * x * e1, (4.0 * x * x - 2.0) * e1
+    e1 = TWO_OVER_SQRT_PI * exp(-x * x)
+    out = [erf(x), e1]
+    h_prev, h = np.ones_like(x), 2.0 * x  # H_0, H_1
+    for j in range(2, n + 1):
+        out.append((-1.0) ** (j - 1) * h * e1)
+        h_prev, h = h, 2.0 * x * h - 2.0 * (j - 1) * h_prev
+    return out[: n + 1]
 
 
 _GL_X, _GL_W = (0.5 * (np.polynomial.legendre.leggauss(64)[0] + 1.0), 0.5 * np.polynomial.legendre.leggauss(64)[1])
@@ -57,9 +65,9 @@ def owen_tail(u, g):
 
 
 def zeta(t, g):
-    """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)`` (docs/closed-forms.md),
-    evaluated as ``erf(t/p)^2 + J(t/p, g)`` (:func:`owen_tail`), which keeps its relative precision where ``1 - 8T``
-    cancels (small ``t`` and ``g``)."""
+    """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)``
+    (``docs/closed-forms.md`` §2), evaluated as ``erf(t/p)^2 + J(t/p, g)`` (:func:`owen_tail`, §8), which keeps its
+    relative precision where ``1 - 8T`` cancels (small ``t`` and ``g``)."""
     t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
     u = t / np.sqrt(1.0 + 2.0 * g * g)
     return erf(u) ** 2 + owen_tail(u, g)
@@ -73,35 +81,60 @@ def erfc_square_mean(t, g):
     return erfc(u) ** 2 + owen_tail(u, g)
 
 
+def zeta_derivatives(t, g, n: int = 3) -> list[np.ndarray]:
+    """``[zeta_t, zeta_tt, ..., d^n zeta/dt^n]`` (``1 <= n <= 4``) at ``(t, g)``: the Leibniz rule on
+    ``zeta_t = (2/p) erf(a) erf'(b)``, ``a = t/(pq)``, ``b = t/p``, i.e. ``d^n zeta/dt^n = (2/p) sum_j C(n-1, j)
+    erf^(j)(a) erf^(n-j)(b) / ((pq)^j p^(n-1-j))``, written out term by term (``docs/closed-forms.md`` §2). The one
+    zeta family of the closed forms and their jet (the gradient's compiled twin repeats orders 1-3 inline)."""
+    if not 1 <= n <= 4:
+        raise ValueError(f"zeta_derivatives computes orders 1 to 4, got n={n}")
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    f = erf_derivatives(t / (p * q), n - 1)
+    e = erf_derivatives(t / p, n)
+    out = [2.0 / p * f[0] * e[1]]
+    if n >= 2:
+        out.append(2.0 / p * (f[1] * e[1] / (p * q) + f[0] * e[2] / p))
+    if n >= 3:
+        out.append(2.0 / p * (f[2] * e[1] / ((p * q) * (p * q)) + 2.0 * f[1] * e[2] / (p * p * q)
+                              + f[0] * e[3] / (p * p)))
+    if n >= 4:
+        pq = p * q
+        out.append(2.0 / p * (f[3] * e[1] / (pq * pq * pq) + 3.0 * f[2] * e[2] / (pq * pq * p)
+                              + 3.0 * f[1] * e[3] / (pq * p * p) + f[0] * e[4] / (p * p * p)))
+    return out
+
+
 def zeta_t(t, g):
-    """``d zeta / dt = (2/p) erf(t/(pq)) erf'(t/p)`` (SPEC 3)."""
-    return _zeta_derivatives(t, g)[0]
+    """``d zeta / dt = (2/p) erf(t/(pq)) erf'(t/p)`` (``docs/closed-forms.md`` §2)."""
+    return zeta_derivatives(t, g, 1)[0]
 
 
 def zeta_tt(t, g):
-    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (SPEC 3)."""
-    return _zeta_derivatives(t, g)[1]
+    """``d^2 zeta / dt^2 = (2/p) [erf'(t/(pq)) erf'(t/p)/(pq) + erf(t/(pq)) erf''(t/p)/p]`` (``docs/closed-forms.md``
+    §2)."""
+    return zeta_derivatives(t, g, 2)[1]
 
 
 def zeta_ttt(t, g):
     """Third t-derivative of zeta (the derivative of ``zeta_tt``), needed by the gradient of the risk."""
-    return _zeta_derivatives(t, g)[2]
+    return zeta_derivatives(t, g, 3)[2]
 
 
-def _zeta_derivatives(t, g):
-    """``(zeta_t, zeta_tt, zeta_ttt)`` at ``(t, g)``: elementary functions of ``a = t/(pq)`` and ``b = t/p``."""
-    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
-    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
-    f0, f1, f2, _ = erf_derivatives(t / (p * q))
-    _, e1, e2, e3 = erf_derivatives(t / p)
-    z1 = 2.0 / p * f0 * e1
-    z2 = 2.0 / p * (f1 * e1 / (p * q) + f0 * e2 / p)
-    z3 = 2.0 / p * (f2 * e1 / (p * q) ** 2 + 2.0 * f1 * e2 / (p * p * q) + f0 * e3 / (p * p))
-    return z1, z2, z3
+def noise_token_moments(lam: float) -> tuple[float, float, float]:
+    """``(beta1, beta2, zeta(0, lam))`` of a noise token ``B = erf(lam <x,k>) <x,v>`` with unit ``k``, ``v``:
+    ``E[B] = beta1 rho``, ``E[B^2] = zeta(0, lam) + beta2 rho^2`` with ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
+    ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))`` (``docs/closed-forms.md`` §3), in the arithmetic of the
+    compiled PGD step (``pgd_step.c``), whose gradient must equal :class:`ErfRiskGradient`'s bitwise."""
+    lam2 = lam * lam
+    beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam2))
+    beta2 = 8.0 * lam2 / (math.pi * (1.0 + 2.0 * lam2) * math.sqrt(1.0 + 4.0 * lam2))
+    return beta1, beta2, float(zeta(0.0, lam))
 
 
 class Moments(NamedTuple):
-    """The moments of SPEC 3 for unit ``k``, ``v``: informative token ``A``, noise token ``B``, ``W = <X_J0, v*>``."""
+    """The moments of erf attention for unit ``k``, ``v`` (``docs/closed-forms.md`` §3): informative token ``A``,
+    noise token ``B``, ``W = <X_J0, v*>``."""
 
     EA: np.ndarray
     EAW: np.ndarray
@@ -111,12 +144,12 @@ class Moments(NamedTuple):
 
 
 def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> Moments:
-    """``E[A], E[AW], E[A^2], E[B], E[B^2]`` of erf attention with unit ``k``, ``v`` (SPEC 3)."""
+    """``E[A], E[AW], E[A^2], E[B], E[B^2]`` of erf attention with unit ``k``, ``v`` (``docs/closed-forms.md`` §3)."""
     lam, kappa, nu, theta, eta, rho = (np.asarray(a, dtype=float) for a in (lam, kappa, nu, theta, eta, rho))
     c, s, m = lam * M * kappa, lam * gamma, M * theta
     p = np.sqrt(1.0 + 2.0 * s * s)
-    e0, e1, e2, _ = erf_derivatives(c / p)
-    z1, z2, _ = _zeta_derivatives(c, s)
+    e0, e1, e2 = erf_derivatives(c / p, 2)
+    z1, z2 = zeta_derivatives(c, s, 2)
     EA = m * e0 + gamma * rho * s * e1 / p
     EAW = gamma**2 * nu * e0 + gamma * s * eta * (m * e1 / p + gamma * rho * s * e2 / p**2)
     EA2 = (m * m + gamma**2) * zeta(c, s) + 2.0 * m * gamma * rho * s * z1 + (gamma * rho * s) ** 2 * z2
@@ -127,7 +160,8 @@ def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> M
 
 def erf_excess(lam, kappa, nu, theta, eta, rho, *, d: int, L: int, gamma: float, signal: float | None = None,
                norm_k=1.0, norm_v=1.0):
-    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K`` (docs/closed-forms.md).
+    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K``
+    (``docs/closed-forms.md`` §4).
 
     The overlaps are those of the unit vectors ``k/K`` and ``v/V``. Evaluated as a sum of nonnegative parts,
     ``Var(A - W) + (L-1) Var(B) + (E A + (L-1) E B)^2`` (:func:`_stable_excess`), so that it keeps its relative precision
@@ -218,23 +252,27 @@ def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = N
 
 
 def linear_excess(L: int, gamma: float):
-    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d`` (SPEC 3)."""
+    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d``
+    (``docs/closed-forms.md`` §5)."""
     return gamma**2 * (L - 1) / (gamma**2 + L - 1)
 
 
 def linear_coefficient(L: int, gamma: float) -> float:
-    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position (SPEC 2)."""
+    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position
+    (``docs/task-and-predictors.md`` §2)."""
     return gamma**2 / (gamma**2 + L - 1)
 
 
 def bilinear_coefficient(d: int, L: int, gamma: float, signal: float | None = None) -> float:
-    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)``
+    (``docs/task-and-predictors.md`` §2)."""
     M = signal_norm(d, signal)
     return M * gamma**2 / ((M**2 + gamma**2) * gamma**2 + L - 1)
 
 
 def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
-    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)`` (SPEC 3)."""
+    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)``
+    (``docs/closed-forms.md`` §5)."""
     M = signal_norm(d, signal)
     return gamma**2 * (gamma**4 + L - 1) / (gamma**2 * M**2 + gamma**4 + L - 1)
 
@@ -246,7 +284,8 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
     more than the search).
 
     The default search interval is ``[min(1e-4, 0.01/sqrt(d)), 1e3]``: the best ``lam`` shrinks like
-    ``sqrt(ln d / d)`` (SPEC 8), so a fixed lower bound would cut it off at ``d`` in the billions."""
+    ``sqrt(ln d / d)`` (``docs/closed-forms.md`` §6), so a fixed lower bound would cut it off at ``d`` in the
+    billions."""
     bounds = bounds or (min(1e-4, 0.01 / math.sqrt(d)), 1e3)
     grid = np.geomspace(*bounds, 400)
     values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
@@ -273,13 +312,14 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
 
 
 def bhattacharyya_distance(d: int, gamma: float, signal: float | None = None) -> float:
-    """``D_B = M^2/(4(1+gamma^2)) + (d/2) ln((1+gamma^2)/(2 gamma))`` between informative and noise tokens (SPEC 3)."""
+    """``D_B = M^2/(4(1+gamma^2)) + (d/2) ln((1+gamma^2)/(2 gamma))`` between informative and noise tokens
+    (``docs/bayes.md`` §5)."""
     M = signal_norm(d, signal)
     return M**2 / (4.0 * (1.0 + gamma**2)) + 0.5 * d * math.log((1.0 + gamma**2) / (2.0 * gamma))
 
 
 def bayes_excess_bound(d: int, L: int, gamma: float, signal: float | None = None) -> float:
-    """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (SPEC 3)."""
+    """Upper bound on the Bayes excess: ``(L-1) (2 gamma^2/(1+gamma^2)) exp(-2 D_B)`` (``docs/bayes.md`` §5)."""
     return 10.0 ** bayes_excess_bound_log10(d, L, gamma, signal)
 
 
@@ -303,11 +343,12 @@ def libm_exp(x):
 
 
 class ErfRiskGradient:
-    """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam`` (SPEC 3-4).
+    """Gradient of the unit-norm erf-attention excess in the five overlaps, at fixed ``lam``
+    (``docs/closed-forms.md`` §7).
 
     Written for speed inside population PGD: scalar constants are computed once and the overlaps are arrays over
     repeats. Every term is elementary but one: the theta-derivative of ``E[A^2]`` needs ``zeta`` itself (one
-    Owen's T per repeat). It is the reference of the compiled PGD kernel (``slr/_pgd_step.c``), which repeats it
+    Owen's T per repeat). It is the reference of the compiled PGD kernel (``pgd_step.c``), which repeats it
     operation by operation; so that the two agree bitwise, ``exp`` is the C library's (:func:`libm_exp`) and squares
     are products.
     """
@@ -317,23 +358,16 @@ class ErfRiskGradient:
         self.lam, self.M, self.L, self.gamma, self.s = lam, M, L, gamma, s
         self.p = math.sqrt(1.0 + 2.0 * s * s)
         self.q = math.sqrt(1.0 + 4.0 * s * s)
-        self.beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))  # E[B] = beta1 rho
-        self.beta2 = 8.0 * (lam * lam) / (math.pi * (1.0 + 2.0 * (lam * lam)) * math.sqrt(1.0 + 4.0 * (lam * lam)))
+        self.beta1, self.beta2, _ = noise_token_moments(lam)  # E[B] = beta1 rho, E[B^2] = zeta(0, lam) + beta2 rho^2
 
     def __call__(self, kappa, nu, theta, eta, rho):
         """Partial derivatives ``(R_kappa, R_nu, R_theta, R_eta, R_rho)`` of the excess."""
         lam, M, L, g, s, p, q = self.lam, self.M, self.L, self.gamma, self.s, self.p, self.q
         c = lam * M * kappa
         u = c / p
-        a = u / q
-        e0 = erf(u)
-        e1 = TWO_OVER_SQRT_PI * libm_exp(-u * u)
-        e2 = -2.0 * u * e1
-        e3 = (4.0 * u * u - 2.0) * e1
-        f0 = erf(a)
-        f1 = TWO_OVER_SQRT_PI * libm_exp(-a * a)
-        f2 = -2.0 * a * f1
-        # t-derivatives of zeta(t, s) at t = c (SPEC 3, and the derivative of zeta_tt)
+        e0, e1, e2, e3 = erf_derivatives(u, 3, exp=libm_exp)
+        f0, f1, f2 = erf_derivatives(u / q, 2, exp=libm_exp)
+        # t-derivatives of zeta(t, s) at t = c, in the compiled step's order (zeta_derivatives divides t by pq at once)
         z0 = 1.0 - 8.0 * owens_t(math.sqrt(2.0) * c / p, 1.0 / q)
         z1 = (2.0 / p) * f0 * e1
         z2 = (2.0 / p) * (f1 * e1 / (p * q) + f0 * e2 / p)
@@ -367,57 +401,26 @@ class ErfRiskGradient:
         return R_k, R_n, R_t, R_e, R_r
 
 
-def erf_derivative(n: int, x):
-    """``erf^(n)(x)``: ``erf`` for ``n = 0``, else ``(-1)^(n-1) (2/sqrt(pi)) H_(n-1)(x) exp(-x^2)`` (Hermite ``H``)."""
-    x = np.asarray(x, dtype=float)
-    if n == 0:
-        return erf(x)
-    h_prev, h = np.zeros_like(x), np.ones_like(x)  # H_{-1} = 0, H_0 = 1; H_{j+1} = 2x H_j - 2j H_{j-1}
-    for j in range(n - 1):
-        h_prev, h = h, 2.0 * x * h - 2.0 * j * h_prev
-    return (-1.0) ** (n - 1) * TWO_OVER_SQRT_PI * h * np.exp(-x * x)
-
-
-def zeta_derivative(n: int, t, g):
-    """``d^n zeta(t, g) / dt^n``: Owen's T for ``n = 0``; for ``n >= 1`` the Leibniz rule on ``zeta_t = (2/p) erf(t/(pq))
-    erf'(t/p)`` (SPEC 3): ``(2/p) sum_j C(n-1, j) erf^(j)(t/(pq)) erf^(n-j)(t/p) / ((pq)^j p^(n-1-j))``."""
-    if n == 0:
-        return zeta(t, g)
-    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
-    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
-    return 2.0 / p * sum(math.comb(n - 1, j) * erf_derivative(j, t / (p * q)) * erf_derivative(n - j, t / p)
-                         / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
-
-
-def _erf_derivatives_upto(x, n: int) -> list:
-    """``[erf(x), erf'(x), ..., erf^(n)(x)]`` from one Hermite recurrence (see :func:`erf_derivative`)."""
-    x = np.asarray(x, dtype=float)
-    g = TWO_OVER_SQRT_PI * np.exp(-x * x)
-    out, h_prev, h = [erf(x)], np.zeros_like(x), np.ones_like(x)
-    for j in range(n):
-        out.append((-1.0) ** j * h * g)
-        h_prev, h = h, 2.0 * x * h - 2.0 * j * h_prev
-    return out
-
-
 def erfc_square_mean_derivative(n: int, t, g):
     """``d^n/dt^n E erfc(t + gZ)^2``: :func:`erfc_square_mean` for ``n = 0``; for ``n >= 1`` that of ``zeta`` minus
-    ``2 erf^(n)(t/p)/p^n``, i.e. the Leibniz sum of :func:`zeta_derivative` with ``erf(t/(pq))`` replaced by
-    ``-erfc(t/(pq))`` (no cancellation at large ``t``)."""
+    ``2 erf^(n)(t/p)/p^n``, i.e. the Leibniz sum of :func:`zeta_derivatives` with ``erf(t/(pq))`` replaced by
+    ``-erfc(t/(pq))`` (no cancellation at large ``t``; ``docs/closed-forms.md`` §8)."""
     if n == 0:
         return erfc_square_mean(t, g)
     t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
     p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
     a = t / (p * q)
-    return 2.0 / p * sum(math.comb(n - 1, j) * (-erfc(a) if j == 0 else erf_derivative(j, a))
-                         * erf_derivative(n - j, t / p) / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
+    f, e = erf_derivatives(a, n - 1), erf_derivatives(t / p, n)
+    return 2.0 / p * sum(math.comb(n - 1, j) * (-erfc(a) if j == 0 else f[j]) * e[n - j]
+                         / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
 
 
 class ErfRiskJet:
     """Value, gradient and Hessian of the unit-norm erf-attention excess ``R(kappa, nu, theta, eta, rho)`` in the five
-    overlaps, at fixed ``lam`` (SPEC 3; the second partials ``H_k``, ``H_v``, ``H_kv`` of SPEC 8).
+    overlaps, at fixed ``lam`` (``docs/closed-forms.md`` §3-4; the second partials ``H_k``, ``H_v``, ``H_kv`` of
+    ``docs/landscape.md`` §1).
 
-    Expanding the moments of SPEC 3, ``R`` is a sum of monomials in ``(nu, theta, eta, rho)`` times functions of
+    Expanding the moments, ``R`` is a sum of monomials in ``(nu, theta, eta, rho)`` times functions of
     ``kappa`` alone (``c = lam M kappa``, ``u = c/p``, ``gs = gamma^2 lam``, ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
     ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))``, ``Z_j = d^j zeta(c, lam gamma)/dc^j``, ``E_j = erf^(j)(u)``):
 
@@ -437,8 +440,7 @@ class ErfRiskJet:
         self.lam, self.M, self.L, self.gamma = float(lam), float(M), int(L), float(gamma)
         self.p = p = math.sqrt(1.0 + 2.0 * s * s)
         gs = gamma * s
-        beta1 = 2.0 * lam / math.sqrt(math.pi * (1.0 + 2.0 * lam * lam))
-        beta2 = 8.0 * lam**2 / (math.pi * (1.0 + 2.0 * lam**2) * math.sqrt(1.0 + 4.0 * lam**2))
+        beta1, beta2, _ = noise_token_moments(lam)
         # (coefficient, exponents of (1 - nu, theta, eta, rho), function of kappa: ("Y"|"Z"|"E"|"1", order))
         self.terms = [
             (gamma**2, (0, 0, 0, 0), ("Y", 0)), (2.0 * gamma**2, (1, 0, 0, 0), ("E", 0)), (M * M, (0, 2, 0, 0), ("Z", 0)),
@@ -452,12 +454,12 @@ class ErfRiskJet:
     def _kappa_functions(self, kappa: np.ndarray) -> dict:
         """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use: the derivatives of ``erf`` at
         ``u = c/p`` and ``a = c/(pq)`` from one Hermite recurrence each, ``Z_n`` and ``Y_n`` by the Leibniz sums of
-        :func:`zeta_derivative` and :func:`erfc_square_mean_derivative` on them (one Owen's-T tail for ``Z_0``)."""
+        :func:`zeta_derivatives` and :func:`erfc_square_mean_derivative` on them (one Owen's-T tail for ``Z_0``)."""
         lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
         q = math.sqrt(1.0 + 4.0 * s * s)
         c = lam * M * kappa
         u, a = c / p, c / (p * q)
-        eu, ea = _erf_derivatives_upto(u, 5), _erf_derivatives_upto(a, 4)
+        eu, ea = erf_derivatives(u, 5), erf_derivatives(a, 4)
         ea0_c = -erfc(a)
 
         def leibniz(n: int, first) -> np.ndarray:
@@ -514,7 +516,8 @@ class ErfRiskJet:
 
 
 def oracle_asymptotic_excess(d, L: int, gamma: float):
-    """SPEC 8, small-``lam`` asymptotics of the best oracle: ``(4(L-1)/pi)(u* + 1)/d`` with ``u* + ln u* =
+    """Small-``lam`` asymptotics of the best oracle (``docs/closed-forms.md`` §6): ``(4(L-1)/pi)(u* + 1)/d`` with ``u* +
+    ln u* =
     ln(gamma^2 d/(2(L-1)))``, i.e. ``u* = W(gamma^2 d/(2(L-1)))`` (Lambert W): ``Theta((L-1) ln d / d)``."""
     from scipy.special import lambertw
 
