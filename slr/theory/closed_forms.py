@@ -228,7 +228,7 @@ def _stable_excess(lam, kappa, nu, theta, eta, rho, *, M: float, L: int, gamma: 
     var_h_series = (coef * coef).sum(-1)
     # large s: E h^2 - (E h)^2 from the closed-form moments
     z0 = erf(u) ** 2 + J
-    z1, z2, _ = _zeta_derivatives(c, s)
+    z1, z2 = zeta_derivatives(c, s, 2)
     E2 = -2.0 * u * E1
     Eh = w1 * E0 + w2 * s * E1 / p
     Eh2 = (w1 * w1 * z0 + 2.0 * w1 * w2 * s * z1 + w2 * w2 * (z0 + s * s * z2)
