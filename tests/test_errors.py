@@ -103,6 +103,15 @@ REFUSED_BY_CHECK = [
     (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),  # best_oracle_lam is the erf oracle's
     (["predictor.lam=abc"], "predictor.lam"),
     (["train.lr_scale=sqrt"], "train.lr_scale"),
+    # the gradient flow (docs/dynamics.md)
+    (["train=flow", "predictor=softmax"], "predictor"),  # no overlap ODE for softmax attention
+    (["train=flow", "predictor=transformer"], "train"),  # nor for a torch module
+    (["train=flow", "train.until_converged=true"], "train.grad_tol"),  # converged by which measure?
+    (["train=flow", "train.grad_tol=0"], "train.grad_tol"),
+    (["train=flow", "train.method=RK45"], "train.method"),
+    (["train=flow", "train.simulator=full"], "train.simulator"),
+    (["train=flow", "train.rtol=0"], "train.rtol"),
+    (["train=flow", "train.atol=-1"], "train.atol"),
 ]
 
 
@@ -214,6 +223,7 @@ CLI_CASES = {  # name: (overrides, the field the message must name)
     "unknown_launcher": (["hydra/launcher=bogus"], "hydra/launcher"),
     "lam_auto_softmax": (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),
     "pgd_noise": (["train=pgd", "train.noise=-1"], "train.noise"),
+    "flow_no_tolerance": (["train=flow", "train.until_converged=true"], "train.grad_tol"),
 }
 
 

@@ -283,6 +283,19 @@ def test_basin_assignment_is_complete(landscape_cfg, tmp_path):
     np.testing.assert_allclose(se, np.sqrt(f * (1 - f) / 60))
 
 
+def test_basins_by_the_flow_leave_no_end_point_unassigned(landscape_cfg, tmp_path):
+    """With few PGD steps the end points are still travelling; the flow (same starts, then lam held) runs to a
+    gradient norm of 1e-9 and every end point lands on a listed minimum (docs/dynamics.md)."""
+    short = [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=200", "landscape.basin_repeats=24"]
+    pgd = run(landscape_cfg(*short), out_dir=tmp_path / "pgd")
+    flow = run(landscape_cfg(*short, "landscape.basin_dynamics=flow"), out_dir=tmp_path / "flow")
+    assert pgd["basins"]["unassigned"] > 0
+    assert flow["status"] == "ok" and flow["basins"]["unassigned"] == 0 and flow["flow"]["converged"] == 24
+    assert flow["basins"]["median_grad_norm"] <= 1e-7  # at the reported (interpolated, projected) end points
+    t = pd.read_csv(tmp_path / "flow" / "critical_points.csv")
+    assert (t.loc[t["basin_count"] > 0, "index"] == 0).all()
+
+
 def test_assign_uses_the_symmetry_classes():
     ls = make_landscape(0.1, d=50, L=5)
     pts = critical_points(ls, {"spec8": spec8_seeds()})
@@ -321,6 +334,8 @@ def test_landscape_lam_auto(landscape_cfg, tmp_path):
     (["landscape.basin_repeats=-1"], "landscape.basin_repeats"),
     (["landscape.starts=-2"], "landscape.starts"),
     (["landscape.grad_tol=0"], "landscape.grad_tol"),
+    (["landscape.basin_dynamics=sgd"], "landscape.basin_dynamics"),
+    (["landscape.flow_grad_tol=0"], "landscape.flow_grad_tol"),
     (["train.noise=-0.1"], "train.noise"),
     (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),
     (["train=sgd"], "train"),

@@ -72,7 +72,21 @@ def build_none(cfg, task, C0, init_rng) -> Algorithm:
     return Frozen(task, kind, embed(C0, task, init_rng).to(task.device))
 
 
-BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none}
+def build_flow(cfg, task, C0, init_rng) -> Algorithm:
+    """The gradient flow (docs/dynamics.md) on the reduced task: no d-dimensional vector is ever made."""
+    from slr.core.reduced import ReducedTask
+    from slr.training.flow import GradientFlow, default_atol
+
+    tc = cfg.train
+    lr = learning_rate(cfg, task.d)
+    eval_task = task if isinstance(task, ReducedTask) else ReducedTask.of(task, 4)
+    atol = tc.atol if tc.atol is not None else default_atol(task.d)
+    return GradientFlow(eval_task, C0, lr=lr, M=task.M, L=task.L, gamma=task.gamma, horizon=lr * tc.steps,
+                        method=tc.method, rtol=tc.rtol, atol=atol,
+                        grad_tol=tc.grad_tol if tc.until_converged else None)
+
+
+BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none, "flow": build_flow}
 
 
 def build_module(cfg, task, C0, init_rng, *, name: str) -> Algorithm:
@@ -106,9 +120,15 @@ def job_task(cfg: DictConfig, repeats: int):
     from slr.core.task import Task
     from slr.training.algorithms import INITS
 
+    from slr.core.reduced import ReducedTask
+
     torch.set_num_threads(cfg.threads)
-    task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
-                axes=cfg.task.axes, device=cfg.device)
+    if cfg.train.algo == "flow":  # no d-vectors at any d: the task seen on (k*, v*, e1, e2)
+        task = ReducedTask(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, device=cfg.device,
+                           seed=cfg.seed)
+    else:
+        task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
+                    axes=cfg.task.axes, device=cfg.device)
     init_rng = numpy_generator(cfg.seed, "init")
     return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
 

@@ -145,6 +145,24 @@ class ERMConfig(TrainConfig):
 
 
 @dataclass
+class FlowConfig(TrainConfig):
+    """The population gradient flow (erf attention), an ODE in the five overlaps integrated by a stiff solver at
+    flow time ``t = lr x step`` (docs/dynamics.md). ``until_converged``: stop once every repeat's Riemannian gradient
+    norm is at most ``grad_tol`` (``steps`` is then a cap)."""
+
+    algo: str = "flow"
+    simulator: str = "reduced"  # the evaluator's sampler: the flow has no d-dimensional state
+    steps: int = 20000
+    lr: float = 0.004
+    log_every: int = 200
+    method: str = "BDF"  # BDF | Radau | LSODA (scipy.integrate, analytic Jacobian)
+    rtol: float = 1e-8
+    atol: Optional[float] = None  # null: 1e-9/sqrt(d), a billionth of the overlaps of a start uniform on the sphere
+    until_converged: bool = False
+    grad_tol: Optional[float] = None
+
+
+@dataclass
 class NoTrainConfig(TrainConfig):
     """No training: evaluate the predictor at its initialisation (``init: oracle`` by default)."""
 
@@ -192,6 +210,9 @@ class LandscapeConfig:
     zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
     assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
     path_points: int = 101  # points on the geodesic from the oracle to the swapped point
+    basin_dynamics: str = "pgd"  # pgd: train.steps of PGD | flow: the gradient flow to convergence (docs/dynamics.md)
+    flow_grad_tol: float = 1e-9  # basin_dynamics=flow: integrate until every Riemannian gradient norm is below this
+    flow_time: float = 1e9  # basin_dynamics=flow: flow time allowed after PGD's lr x steps (lam held at its end value)
 
 
 @dataclass
@@ -210,7 +231,7 @@ class LandscapeAppConfig:
     figures: bool = True
 
 
-TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
+TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig, "flow": FlowConfig}
 INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.training.algorithms.INITS (checked by a test), here so that
 # validating a config does not import torch
 
@@ -485,6 +506,8 @@ def check(cfg: DictConfig) -> None:
     if algo == "pgd" and cfg.predictor.name != "erf":
         raise ConfigError("predictor", cfg.predictor.name, "erf with train=pgd: only erf attention has a "
                           "closed-form population risk to descend (use train=sgd or train=erm for softmax)")
+    if algo == "flow":
+        _flow(cfg)
     if algo == "erm" and cfg.train.simulator == "reduced":
         raise ConfigError("train.simulator", "reduced", "full with train=erm: a fixed training set pulls k and v "
                           "out of any low-dimensional span, so ERM has no exact reduced form")
@@ -503,6 +526,30 @@ def check(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError("device", cfg.device, "cpu, or a cuda device that this machine has "
                               f"(cuda available: {torch.cuda.is_available()})")
+
+
+def _flow(cfg: DictConfig) -> None:
+    """``train=flow``: erf attention only, the reduced evaluator, a solver, tolerances, and a gradient tolerance with
+    ``until_converged``."""
+    tc = cfg.train
+    if cfg.predictor.name != "erf":
+        raise ConfigError("predictor", cfg.predictor.name, "erf with train=flow: the gradient flow integrates the ODE of "
+                          "the overlaps of erf attention's closed-form risk; softmax attention and torch modules have "
+                          "none (train them with train=sgd or train=erm)")
+    if tc.simulator != "reduced":
+        raise ConfigError("train.simulator", tc.simulator, "reduced with train=flow: the flow has no d-dimensional "
+                          "state, and its predictor is evaluated on the exact dimension-free sampler")
+    _choice(cfg, "train.method", ("BDF", "Radau", "LSODA"))
+    _number(cfg, "train.rtol", low=0, low_open=True)
+    _number(cfg, "train.atol", low=0, low_open=True, optional=True,
+            what="a finite number > 0, or null for 1e-9/sqrt(d)")
+    if tc.rtol >= 0.1:
+        raise ConfigError("train.rtol", tc.rtol, "a finite number in (0, 0.1): a relative tolerance of the solver")
+    _number(cfg, "train.grad_tol", low=0, low_open=True, optional=True,
+            what="a finite number > 0 (the Riemannian gradient norm at which a repeat counts as converged), or null")
+    if tc.until_converged and tc.grad_tol is None:
+        raise ConfigError("train.grad_tol", None, "a finite number > 0 with train.until_converged=true: the flow stops "
+                          "once every repeat's Riemannian gradient norm is at most train.grad_tol (e.g. 1e-8)")
 
 
 def _predictor_lam(cfg: DictConfig) -> None:
@@ -527,8 +574,9 @@ def check_landscape(cfg: DictConfig) -> None:
         _number(cfg, f"landscape.{key}", low=0, integer=True)
     _number(cfg, "landscape.newton_iter", low=1, integer=True)
     _number(cfg, "landscape.path_points", low=2, integer=True)
-    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol"):
+    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol", "flow_grad_tol", "flow_time"):
         _number(cfg, f"landscape.{key}", low=0, low_open=True)
+    _choice(cfg, "landscape.basin_dynamics", ("pgd", "flow"))
 
 
 class ValidateLandscape(Validate):

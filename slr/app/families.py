@@ -79,7 +79,7 @@ class Attention(Family):
         return f"{self.cfg.predictor.name} attention"
 
     def trained(self, algo):
-        return dict(predictor=self.label, algo=self.cfg.train.algo)
+        return dict(predictor=self.label, algo=self.cfg.train.algo, **algo.details())  # the flow's solver record
 
     def oracle(self, task, lam):
         from slr.core.predictors import ATTENTION_KINDS

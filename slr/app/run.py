@@ -44,9 +44,18 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary.update(lam_fields)
     log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task, family.label, tc.simulator,
              tc.repeats, tc.steps, out)
+    from slr.training.flow import SolverFailure
+
     with MetricsWriter(out / "metrics.csv", family.columns) as writer:
-        hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
-                     log=StepLogger(task, writer, tc.get("log_test_size", 0)), progress=show_progress())
+        try:
+            hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
+                         log=StepLogger(task, writer, tc.get("log_test_size", 0)), progress=show_progress())
+        except SolverFailure as err:  # the solver's message, not a traceback
+            summary.update(status="failed", error=f"SolverFailure: {err}", trained=dict(algo=tc.algo, **algo.details()))
+            summary["timings"] = dict(total_s=time.perf_counter() - t_start)
+            write_json(out / "summary.json", summary)
+            log.error("%s failed: %s", cfg.name, err)
+            return
     alive = hist.diverged_at < 0
     lam = schedule(hist.steps_done)
     t_train = time.perf_counter()

@@ -43,10 +43,11 @@ class ReducedTask:
     """
 
     def __init__(self, d: int, L: int, gamma: float, eps: float = 0.0, signal: float | None = None, *, r: int = 4,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0):
         if not 2 <= r <= d:
             raise ValueError(f"the reduced basis needs 2 <= r <= d, got r={r}, d={d}")
         self.d, self.L, self.gamma, self.eps, self.signal, self.r = int(d), int(L), float(gamma), float(eps), signal, r
+        self.seed = seed  # the run's seed (the reduced task itself has no random k*, v*)
         self.M = signal_norm(d, signal)
         self.device, self.dtype = torch.device(device), dtype
         self.k_star = torch.eye(r, dtype=dtype, device=self.device)[0]
@@ -55,7 +56,8 @@ class ReducedTask:
     @classmethod
     def of(cls, task, r: int = 4) -> "ReducedTask":
         """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*``."""
-        return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype)
+        return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype,
+                   seed=getattr(task, "seed", 0))
 
     def __repr__(self) -> str:
         return f"ReducedTask(d={self.d}, L={self.L}, gamma={self.gamma:g}, eps={self.eps:g}, r={self.r})"

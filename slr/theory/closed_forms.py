@@ -9,7 +9,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import erf, owens_t
+from scipy.special import erf, erfc, owens_t
 
 SQRT_PI = math.sqrt(math.pi)
 TWO_OVER_SQRT_PI = 2.0 / SQRT_PI
@@ -41,12 +41,44 @@ def erf_derivatives(x, n: int = 3, exp=np.exp) -> list[np.ndarray]:
     return out[: n + 1]
 
 
+_GL_X, _GL_W = (0.5 * (np.polynomial.legendre.leggauss(64)[0] + 1.0), 0.5 * np.polynomial.legendre.leggauss(64)[1])
+
+
+def owen_tail(u, g):
+    """``J(u, g) = (4/pi) int_a^1 exp(-u^2 (1+x^2))/(1+x^2) dx`` with ``a = 1/sqrt(1+4g^2)``: the variance of
+    ``erf(t + g Z)`` at ``u = t/sqrt(1+2g^2)``, so that ``zeta = erf(u)^2 + J`` and ``E erfc(t+gZ)^2 = erfc(u)^2 + J``
+    (docs/closed-forms.md, "Stable forms"). Nonnegative, computed with full relative precision: 64-point
+    Gauss-Legendre on ``[a, x_max]``, ``x_max = min(1, sqrt(a^2 + 50/u^2))`` beyond which the integrand is below
+    ``e^-50`` of its value at ``a``; the interval's length ``1 - a = 4g^2/(q(q+1))`` is taken without cancellation."""
+    u, g = np.broadcast_arrays(np.abs(np.asarray(u, dtype=float)), np.asarray(g, dtype=float))
+    q = np.sqrt(1.0 + 4.0 * g * g)
+    a = 1.0 / q
+    full = 4.0 * g * g / (q * (q + 1.0))  # 1 - a
+    u2 = u * u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cut = (50.0 / u2) / (np.sqrt(a * a + 50.0 / u2) + a)  # sqrt(a^2 + 50/u^2) - a
+    width = np.where(np.isfinite(cut) & (cut < full), cut, full)
+    w = width[..., None] * _GL_X  # x - a at the nodes, (..., 64)
+    x = a[..., None] + w
+    f = np.exp(-u2[..., None] * w * (2.0 * a[..., None] + w)) / (1.0 + x * x)
+    return 4.0 / np.pi * np.exp(-u2 * (1.0 + a * a)) * width * (f * _GL_W).sum(-1)
+
+
 def zeta(t, g):
     """``zeta(t, g) = E erf(t + g Z)^2 = 1 - 8 T(sqrt2 t/p, 1/q)``, ``p = sqrt(1+2g^2)``, ``q = sqrt(1+4g^2)``
-    (``docs/closed-forms.md`` §2)."""
+    (``docs/closed-forms.md`` §2), evaluated as ``erf(t/p)^2 + J(t/p, g)`` (:func:`owen_tail`, §8), which keeps its
+    relative precision where ``1 - 8T`` cancels (small ``t`` and ``g``)."""
     t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
-    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
-    return 1.0 - 8.0 * owens_t(math.sqrt(2.0) * t / p, 1.0 / q)
+    u = t / np.sqrt(1.0 + 2.0 * g * g)
+    return erf(u) ** 2 + owen_tail(u, g)
+
+
+def erfc_square_mean(t, g):
+    """``E erfc(t + g Z)^2 = erfc(u)^2 + J(u, g)``, ``u = t/sqrt(1+2g^2)`` (= ``1 - 2 erf(u) + zeta(t, g)`` without the
+    cancellation of that form at large ``t``)."""
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    u = t / np.sqrt(1.0 + 2.0 * g * g)
+    return erfc(u) ** 2 + owen_tail(u, g)
 
 
 def zeta_derivatives(t, g, n: int = 3) -> list[np.ndarray]:
@@ -131,22 +163,92 @@ def erf_excess(lam, kappa, nu, theta, eta, rho, *, d: int, L: int, gamma: float,
     """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K``
     (``docs/closed-forms.md`` §4).
 
-    The overlaps are those of the unit vectors ``k/K`` and ``v/V``.
+    The overlaps are those of the unit vectors ``k/K`` and ``v/V``. Evaluated as a sum of nonnegative parts,
+    ``Var(A - W) + (L-1) Var(B) + (E A + (L-1) E B)^2`` (:func:`_stable_excess`), so that it keeps its relative precision
+    where the excess is many orders below ``gamma^2`` (at ``d`` up to 1e12 and ``lam`` down to 1e-7) and is never negative.
     """
-    mo = erf_moments(np.asarray(lam, dtype=float) * norm_k, kappa, nu, theta, eta, rho,
-                     M=signal_norm(d, signal), gamma=gamma)
-    Q1 = mo.EAW
-    Q2 = mo.EA2 + 2 * (L - 1) * mo.EA * mo.EB + (L - 1) * mo.EB2 + (L - 1) * (L - 2) * mo.EB**2
-    V = np.asarray(norm_v, dtype=float)
-    return gamma**2 - 2.0 * V * Q1 + V * V * Q2
+    return _stable_excess(np.asarray(lam, dtype=float) * norm_k, kappa, nu, theta, eta, rho, M=signal_norm(d, signal),
+                          L=L, gamma=gamma, V=norm_v)
+
+
+_HERMITE_TERMS = 60
+
+
+def _hermite_coefficients(u, r, n: int):
+    """``alpha_j = r^j erf^(j)(u)/sqrt(j!)`` for ``j = 1..n`` (..., n): the coefficients of ``erf(c + s g)`` on the
+    normalised Hermite polynomials of ``g`` (``r = s/p``, ``u = c/p``), from the Hermite recurrence."""
+    u, r = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(r, dtype=float))
+    out = np.empty((*u.shape, n))
+    scale = TWO_OVER_SQRT_PI * np.exp(-u * u)
+    phi_prev, phi = np.zeros_like(u), r  # phi_j = r^j H_(j-1)(u)/sqrt(j!), phi_1 = r
+    for j in range(1, n + 1):
+        out[..., j - 1] = (-1.0) ** (j - 1) * scale * phi
+        phi_prev, phi = phi, r / math.sqrt(j + 1) * (2.0 * u * phi - 2.0 * (j - 1) * r * phi_prev / math.sqrt(j))
+    return out
+
+
+def _stable_excess(lam, kappa, nu, theta, eta, rho, *, M: float, L: int, gamma: float, V=1.0):
+    """``E (V T - W)^2`` of erf attention with unit ``k``, ``v`` at overlaps ``(kappa, nu, theta, eta, rho)``, as
+    ``Var(h(g)) + gamma^2 E Q(V e(g)) + (L-1) V^2 Var(B) + V^2 (E A + (L-1) E B)^2`` (docs/closed-forms.md, "Stable forms"):
+    ``g = <G, k>`` the informative token's noise along ``k``, ``e(g) = erf(c + s g)``, ``h(g) = V e (m + gamma rho g) -
+    gamma eta g`` the conditional mean of ``A - W`` and ``gamma^2 Q(V e)`` its conditional variance. ``Var h`` is the
+    sum of squares of its Hermite coefficients (where ``s^2 <= 1/2``), ``Q`` a quadratic expanded around the nearest of
+    ``e = 1, 0, -1`` and ``Var e = J`` (:func:`owen_tail`)."""
+    lam, kappa, nu, theta, eta, rho, V = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float) for a in (lam, kappa, nu, theta, eta, rho, V)))
+    g2 = gamma * gamma
+    c, s, m = lam * M * kappa, lam * gamma, M * theta
+    p = np.sqrt(1.0 + 2.0 * s * s)
+    u = c / p
+    E0, E1 = erf(u), TWO_OVER_SQRT_PI * np.exp(-u * u)
+    J = owen_tail(u, s)
+    up, dn = erfc(u), erfc(-u)  # 1 - erf(u), 1 + erf(u)
+    # conditional variance: E Q(V e) = Q(V E0) + V^2 (1 - rho^2) J
+    x = V * E0
+    one_m_r2, one_m_e2 = (1.0 - rho) * (1.0 + rho), (1.0 - eta) * (1.0 + eta)
+    d1 = (1.0 - V) + V * up  # 1 - x
+    d2 = (1.0 - V) + V * dn  # 1 + x
+    nubar, nuplus = 1.0 - nu, 1.0 + nu
+    q_hi = (2.0 * nubar - (rho - eta) ** 2) - 2.0 * (nubar - rho * (rho - eta)) * d1 + one_m_r2 * d1 * d1
+    q_lo = (2.0 * nuplus - (rho + eta) ** 2) - 2.0 * (nuplus - rho * (rho + eta)) * d2 + one_m_r2 * d2 * d2
+    q_mid = one_m_e2 - 2.0 * (nu - rho * eta) * x + one_m_r2 * x * x
+    Q = np.where(x >= 0.5, q_hi, np.where(x <= -0.5, q_lo, q_mid)) + V * V * one_m_r2 * J
+    # Var h, h = w1 e + w2 g e + w3 g
+    w1, w2, w3 = V * m, V * gamma * rho, -gamma * eta
+    w2a0_w3 = np.where(E0 >= 0.5, gamma * (V * rho - eta) - w2 * up,
+                       np.where(E0 <= -0.5, -gamma * (V * rho + eta) + w2 * dn, w2 * E0 + w3))  # w2 E0 + w3
+    small = s * s <= 0.5
+    r = np.where(small, s / p, 0.0)
+    n = _HERMITE_TERMS
+    alpha = _hermite_coefficients(u, r, n + 1)  # alpha_1..alpha_(n+1)
+    j = np.arange(1, n + 1)
+    a_prev = np.concatenate([np.zeros((*u.shape, 1)), alpha[..., :n - 1]], -1)  # alpha_(j-1), the j=1 entry apart
+    coef = (w1[..., None] * alpha[..., :n] + w2[..., None] * (np.sqrt(j) * a_prev + np.sqrt(j + 1) * alpha[..., 1:n + 1]))
+    coef[..., 0] += w2a0_w3
+    var_h_series = (coef * coef).sum(-1)
+    # large s: E h^2 - (E h)^2 from the closed-form moments
+    z0 = erf(u) ** 2 + J
+    z1, z2 = zeta_derivatives(c, s, 2)
+    E2 = -2.0 * u * E1
+    Eh = w1 * E0 + w2 * s * E1 / p
+    Eh2 = (w1 * w1 * z0 + 2.0 * w1 * w2 * s * z1 + w2 * w2 * (z0 + s * s * z2)
+           + 2.0 * w3 * (w1 * s * E1 / p + w2 * (E0 + s * s * E2 / (p * p))) + w3 * w3)
+    var_h = np.where(small, var_h_series, Eh2 - Eh * Eh)
+    # noise tokens: B = erf(lam <X,k>) <X,v>, E B = beta1 rho
+    beta1 = 2.0 * lam / np.sqrt(np.pi * (1.0 + 2.0 * lam * lam))
+    ql = np.sqrt(1.0 + 4.0 * lam * lam)
+    zeta0 = 4.0 / np.pi * np.arctan(4.0 * lam * lam / (ql + 1.0) ** 2)  # zeta(0, lam) = J(0, lam) = (4/pi) atan((q-1)/(q+1))
+    var_B = zeta0 + rho * rho * beta1 * beta1 * (2.0 - ql) / ql
+    mean = V * (m * E0 + gamma * rho * s * E1 / p + (L - 1) * beta1 * rho)
+    return var_h + g2 * Q + (L - 1) * V * V * var_B + mean * mean
 
 
 def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = None):
-    """Oracle ``k = k*``, ``v = v*``: ``gamma^2 [1 - 2 erf(lam M/sqrt(1+2 lam^2 gamma^2)) + zeta(lam M, lam gamma)] + (L-1) zeta(0, lam)``."""
+    """Oracle ``k = k*``, ``v = v*``: ``gamma^2 [1 - 2 erf(lam M/sqrt(1+2 lam^2 gamma^2)) + zeta(lam M, lam gamma)] + (L-1) zeta(0, lam)``,
+    evaluated as ``gamma^2 E erfc(lam M + lam gamma Z)^2 + (L-1) zeta(0, lam)`` (no cancellation at large ``d``)."""
     lam = np.asarray(lam, dtype=float)
     M = signal_norm(d, signal)
-    u = lam * M / np.sqrt(1.0 + 2.0 * lam**2 * gamma**2)
-    return gamma**2 * (1.0 - 2.0 * erf(u) + zeta(lam * M, lam * gamma)) + (L - 1) * zeta(0.0, lam)
+    return gamma**2 * erfc_square_mean(lam * M, lam * gamma) + (L - 1) * zeta(0.0, lam)
 
 
 def linear_excess(L: int, gamma: float):
@@ -299,6 +401,20 @@ class ErfRiskGradient:
         return R_k, R_n, R_t, R_e, R_r
 
 
+def erfc_square_mean_derivative(n: int, t, g):
+    """``d^n/dt^n E erfc(t + gZ)^2``: :func:`erfc_square_mean` for ``n = 0``; for ``n >= 1`` that of ``zeta`` minus
+    ``2 erf^(n)(t/p)/p^n``, i.e. the Leibniz sum of :func:`zeta_derivatives` with ``erf(t/(pq))`` replaced by
+    ``-erfc(t/(pq))`` (no cancellation at large ``t``; ``docs/closed-forms.md`` §8)."""
+    if n == 0:
+        return erfc_square_mean(t, g)
+    t, g = np.asarray(t, dtype=float), np.asarray(g, dtype=float)
+    p, q = np.sqrt(1.0 + 2.0 * g * g), np.sqrt(1.0 + 4.0 * g * g)
+    a = t / (p * q)
+    f, e = erf_derivatives(a, n - 1), erf_derivatives(t / p, n)
+    return 2.0 / p * sum(math.comb(n - 1, j) * (-erfc(a) if j == 0 else f[j]) * e[n - j]
+                         / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
+
+
 class ErfRiskJet:
     """Value, gradient and Hessian of the unit-norm erf-attention excess ``R(kappa, nu, theta, eta, rho)`` in the five
     overlaps, at fixed ``lam`` (``docs/closed-forms.md`` §3-4; the second partials ``H_k``, ``H_v``, ``H_kv`` of
@@ -308,12 +424,15 @@ class ErfRiskJet:
     ``kappa`` alone (``c = lam M kappa``, ``u = c/p``, ``gs = gamma^2 lam``, ``beta1 = 2 lam/sqrt(pi(1+2lam^2))``,
     ``beta2 = 8 lam^2/(pi(1+2lam^2) sqrt(1+4lam^2))``, ``Z_j = d^j zeta(c, lam gamma)/dc^j``, ``E_j = erf^(j)(u)``):
 
-    ``R = gamma^2 + (L-1) zeta(0, lam) + (M^2 theta^2 + gamma^2) Z_0 + 2 M gs theta rho Z_1 + gs^2 rho^2 Z_2
-    - 2 gamma^2 nu E_0 - 2 (gs M/p) theta eta E_1 - 2 (gs^2/p^2) eta rho E_2
+    ``R = (L-1) zeta(0, lam) + gamma^2 Y_0 + 2 gamma^2 (1 - nu) E_0 + M^2 theta^2 Z_0 + 2 M gs theta rho Z_1 + gs^2 rho^2 Z_2
+    - 2 (gs M/p) theta eta E_1 - 2 (gs^2/p^2) eta rho E_2
     + 2 (L-1) beta1 (M theta rho E_0 + (gs/p) rho^2 E_1) + (L-1) (beta2 + (L-2) beta1^2) rho^2``,
 
-    so every partial derivative is exact: ``d E_j/d kappa = (lam M/p) E_(j+1)``, ``d Z_j/d kappa = lam M Z_(j+1)``.
-    Broadcasts over its array arguments; returns arrays (..., ), (..., 5), (..., 5, 5) in the order of the overlaps.
+    with ``Y_j = d^j E erfc(c + lam gamma Z)^2/dc^j`` (``gamma^2 (1 + Z_0 - 2 nu E_0)`` regrouped so that nothing of
+    size ``gamma^2`` cancels near the oracle at large ``d``), so every partial derivative is exact: ``d E_j/d kappa =
+    (lam M/p) E_(j+1)``, ``d Z_j/d kappa = lam M Z_(j+1)``. The monomials are in ``(1 - nu, theta, eta, rho)``. The value
+    is :func:`erf_excess`'s stable sum of nonnegative parts. Broadcasts over its array arguments; returns arrays
+    (..., ), (..., 5), (..., 5, 5) in the order of the overlaps.
     """
 
     def __init__(self, lam: float, *, M: float, L: int, gamma: float):
@@ -321,69 +440,79 @@ class ErfRiskJet:
         self.lam, self.M, self.L, self.gamma = float(lam), float(M), int(L), float(gamma)
         self.p = p = math.sqrt(1.0 + 2.0 * s * s)
         gs = gamma * s
-        beta1, beta2, zeta0 = noise_token_moments(lam)
-        self.constant = gamma**2 + (L - 1) * zeta0
-        # (coefficient, exponents of (nu, theta, eta, rho), function of kappa: ("Z"|"E"|"1", order))
+        beta1, beta2, _ = noise_token_moments(lam)
+        # (coefficient, exponents of (1 - nu, theta, eta, rho), function of kappa: ("Y"|"Z"|"E"|"1", order))
         self.terms = [
-            (M * M, (0, 2, 0, 0), ("Z", 0)), (gamma**2, (0, 0, 0, 0), ("Z", 0)),
+            (gamma**2, (0, 0, 0, 0), ("Y", 0)), (2.0 * gamma**2, (1, 0, 0, 0), ("E", 0)), (M * M, (0, 2, 0, 0), ("Z", 0)),
             (2.0 * M * gs, (0, 1, 0, 1), ("Z", 1)), (gs * gs, (0, 0, 0, 2), ("Z", 2)),
-            (-2.0 * gamma**2, (1, 0, 0, 0), ("E", 0)), (-2.0 * gs * M / p, (0, 1, 1, 0), ("E", 1)),
+            (-2.0 * gs * M / p, (0, 1, 1, 0), ("E", 1)),
             (-2.0 * gs * gs / p**2, (0, 0, 1, 1), ("E", 2)),
             (2.0 * (L - 1) * beta1 * M, (0, 1, 0, 1), ("E", 0)), (2.0 * (L - 1) * beta1 * gs / p, (0, 0, 0, 2), ("E", 1)),
             ((L - 1) * (beta2 + (L - 2) * beta1**2), (0, 0, 0, 2), ("1", 0)),
         ]
 
     def _kappa_functions(self, kappa: np.ndarray) -> dict:
-        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use."""
+        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use: the derivatives of ``erf`` at
+        ``u = c/p`` and ``a = c/(pq)`` from one Hermite recurrence each, ``Z_n`` and ``Y_n`` by the Leibniz sums of
+        :func:`zeta_derivatives` and :func:`erfc_square_mean_derivative` on them (one Owen's-T tail for ``Z_0``)."""
         lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
+        q = math.sqrt(1.0 + 4.0 * s * s)
         c = lam * M * kappa
-        E = erf_derivatives(c / p, 4)
-        Z = [zeta(c, s), *zeta_derivatives(c, s, 4)]
-        out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)]}
+        u, a = c / p, c / (p * q)
+        eu, ea = erf_derivatives(u, 5), erf_derivatives(a, 4)
+        ea0_c = -erfc(a)
+
+        def leibniz(n: int, first) -> np.ndarray:
+            return 2.0 / p * sum(math.comb(n - 1, j) * (first if j == 0 else ea[j]) * eu[n - j]
+                                 / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
+
+        Z = [eu[0] ** 2 + owen_tail(u, s)] + [leibniz(n, ea[0]) for n in range(1, 5)]
+        Y = [np.zeros_like(kappa)] + [leibniz(n, ea0_c) for n in range(1, 3)]  # Y_0 multiplies no overlap: unused
+        out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)],
+               ("Y", 0): [Y[0], lam * M * Y[1], (lam * M) ** 2 * Y[2]]}
         for j in range(3):
-            out[("E", j)] = [E[j], (lam * M / p) * E[j + 1], (lam * M / p) ** 2 * E[j + 2]]
+            out[("E", j)] = [eu[j], (lam * M / p) * eu[j + 1], (lam * M / p) ** 2 * eu[j + 2]]
             out[("Z", j)] = [Z[j], lam * M * Z[j + 1], (lam * M) ** 2 * Z[j + 2]]
         return out
 
     def __call__(self, kappa, nu, theta, eta, rho):
         """``(R, grad, hess)``: the excess, its 5 partial derivatives and its 5x5 matrix of second partials."""
-        kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
-        y = (nu, theta, eta, rho)  # the monomials' variables, overlap indices 1..4
-        F = self._kappa_functions(kappa)
-        value = np.full(kappa.shape, self.constant)
-        grad = np.zeros((*kappa.shape, 5))
-        hess = np.zeros((*kappa.shape, 5, 5))
-        for coef, exps, fn in self.terms:
-            f0, f1, f2 = F[fn]
-            m0 = coef * _monomial(y, exps)
-            value = value + m0 * f0
-            grad[..., 0] += m0 * f1
-            hess[..., 0, 0] += m0 * f2
-            for i in range(4):
-                if exps[i] == 0:
-                    continue
-                mi = coef * _monomial(y, exps, i)
-                grad[..., i + 1] += mi * f0
-                hess[..., 0, i + 1] += mi * f1
-                hess[..., i + 1, 0] += mi * f1
-                for j in range(4):
-                    if exps[j] - (i == j) > 0:
-                        hess[..., i + 1, j + 1] += coef * _monomial(y, exps, i, j) * f0
+        grad, hess = self.derivatives(kappa, nu, theta, eta, rho)
+        value = _stable_excess(self.lam, kappa, nu, theta, eta, rho, M=self.M, L=self.L, gamma=self.gamma)
         return value, grad, hess
 
+    def derivatives(self, kappa, nu, theta, eta, rho):
+        """``(grad, hess)`` without the value (what a gradient flow needs). ``R`` grouped by monomial:
+        ``K + N nbar + C theta^2 + A theta rho + B rho^2 + D theta eta + E eta rho`` (``nbar = 1 - nu``), each capital a
+        function of ``kappa`` from :attr:`terms`; the derivatives are written out from that form."""
+        kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
+        F = self._kappa_functions(kappa)
+        groups = {}
+        for coef, exps, fn in self.terms:  # sum the terms' functions of kappa by monomial
+            f = [coef * x for x in F[fn]]
+            groups[exps] = f if exps not in groups else [g + x for g, x in zip(groups[exps], f)]
+        zero = [np.zeros_like(kappa)] * 3
+        K, N, C, A, B, D, E = (groups.get(e, zero) for e in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 2, 0, 0), (0, 1, 0, 1),
+                                                             (0, 0, 0, 2), (0, 1, 1, 0), (0, 0, 1, 1)])
+        nbar = 1.0 - nu
+        th, et, rh = theta, eta, rho
 
-def _monomial(y, exps, *wrt):
-    """``prod y_i^e_i`` differentiated once in each variable index of ``wrt``."""
-    e = list(exps)
-    factor = 1.0
-    for i in wrt:
-        factor *= e[i]
-        e[i] -= 1
-    out = factor * np.ones_like(y[0])
-    for yi, ei in zip(y, e):
-        if ei:
-            out = out * yi**ei
-    return out
+        def poly(i: int) -> np.ndarray:  # the kappa-derivative of order i of the whole sum
+            return (K[i] + N[i] * nbar + C[i] * th * th + A[i] * th * rh + B[i] * rh * rh + D[i] * th * et
+                    + E[i] * et * rh)
+
+        grad = np.stack([poly(1), -N[0], 2.0 * C[0] * th + A[0] * rh + D[0] * et, D[0] * th + E[0] * rh,
+                         A[0] * th + 2.0 * B[0] * rh + E[0] * et], -1)
+        hess = np.zeros((*kappa.shape, 5, 5))
+        hess[..., 0, 0] = poly(2)
+        off = [-N[1], 2.0 * C[1] * th + A[1] * rh + D[1] * et, D[1] * th + E[1] * rh, A[1] * th + 2.0 * B[1] * rh + E[1] * et]
+        for i, h in enumerate(off, start=1):
+            hess[..., 0, i] = hess[..., i, 0] = h
+        hess[..., 2, 2], hess[..., 4, 4] = 2.0 * C[0], 2.0 * B[0]
+        hess[..., 2, 3] = hess[..., 3, 2] = D[0]
+        hess[..., 2, 4] = hess[..., 4, 2] = A[0]
+        hess[..., 3, 4] = hess[..., 4, 3] = E[0]
+        return grad, hess
 
 
 def oracle_asymptotic_excess(d, L: int, gamma: float):

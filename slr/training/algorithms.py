@@ -175,6 +175,10 @@ class Algorithm:
         """Baselines fitted on this algorithm's training data (ERM only)."""
         return []
 
+    def details(self) -> dict:
+        """Algorithm-specific entries of the summary's ``trained`` record (the flow's solver and evaluations)."""
+        return {}
+
 
 class FullSGD(Algorithm):
     """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (docs/training.md,
@@ -598,6 +602,14 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
+            if getattr(algo, "continuous", False):  # an ODE: integrated to the next logged step in one call
+                n = min(log_every - t % log_every, steps - t)
+                t_next, _ = algo.advance_to(t, t + n, schedule)
+                bar.update(t_next - t)
+                t = t_next
+                if algo.stop_step is not None and t >= algo.stop_step:  # until_converged: the last logged step
+                    steps = t
+                continue
             if algo.kernel == "compiled":  # to the next logged step in one call, same checks in C
                 n = min(log_every - t % log_every, steps - t)
                 t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
