@@ -77,7 +77,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                                                  for k, v in per.items()})
     excess, timings = evaluate_final(cfg, task, algo, family.oracle(task, lam), alive)
     cf = algo.closed_form_excess(lam, per, task) if alive.any() and task.gaussian else None
-    if alive.any() and not task.gaussian and algo.kind is not None:  # erf or softmax attention: say why not
+    if alive.any() and not task.gaussian and getattr(algo.kind, "excess", None) is not None:  # erf: say why not
         excess["trained"]["closed_form_note"] = not_available(task)
     if cf is not None:
         excess["trained"]["closed_form"] = float(np.median(cf))
