@@ -17,7 +17,8 @@ from scipy import stats
 from helpers import Z4, vectors_with_overlaps
 from helpers import one_thread_per_module  # noqa: F401  (autouse: one torch thread in this module)
 from slr import theory
-from slr.core.evaluate import bayes_excess_is_log10, bayes_excess_is_prior_log10, compare
+from slr.core.evaluate import (bayes_excess_is_log10, bayes_excess_is_prior_log10, bayes_excess_is_sets_log10,
+                               compare)
 from slr.core.predictors import BayesOptimal, Bilinear, Linear, erf_attention, oracle, softmax_attention
 from slr.core.reduced import ReducedTask
 from slr.core.task import Task
@@ -164,6 +165,18 @@ def test_importance_sampling_under_a_prior_matches_monte_carlo_and_the_uniform_s
     mc = compare([], task, 100000, seed=2)[0]
     assert agree(10**log10, rel * 10**log10, float(mc.excess), float(mc.excess_se))
     a, ra = bayes_excess_is_prior_log10(Task(100, 6, GAMMA), 60000, seed=3)
+    b, rb = bayes_excess_is_log10(Task(100, 6, GAMMA), 60000, seed=4)
+    assert 10**a < 1e-8 and agree(10**a, ra * 10**a, 10**b, rb * 10**b)
+
+
+def test_importance_sampling_over_sets_matches_monte_carlo_and_the_paper_sampler():
+    """The importance sampler over pairs of informative sets: against Monte Carlo at d = 10 (s = 3), and at s = 1
+    against the paper's sampler at d = 100 (about 1e-10, where Monte Carlo sees nothing)."""
+    task = Task(10, 5, GAMMA, seed=0, n_informative=3)
+    log10, rel = bayes_excess_is_sets_log10(task, 60000, seed=1)
+    mc = compare([], task, 100000, seed=2)[0]
+    assert agree(10**log10, rel * 10**log10, float(mc.excess), float(mc.excess_se))
+    a, ra = bayes_excess_is_sets_log10(Task(100, 6, GAMMA), 60000, seed=3)
     b, rb = bayes_excess_is_log10(Task(100, 6, GAMMA), 60000, seed=4)
     assert 10**a < 1e-8 and agree(10**a, ra * 10**a, 10**b, rb * 10**b)
 

@@ -92,9 +92,11 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[A
         return out, timings
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
     variant = task.variant()["name"]
-    if variant == "prior" and cfg.eval.bayes_is > 0:  # the pair form of the importance sampler (docs/variant-prior.md)
+    sampler = {"prior": evaluate.bayes_excess_is_prior_log10,  # pairs of positions (docs/variant-prior.md)
+               "n_informative": evaluate.bayes_excess_is_sets_log10}.get(variant)  # pairs of sets
+    if sampler is not None and cfg.eval.bayes_is > 0:
         start = time.perf_counter()
-        log10_m, rel_se = evaluate.bayes_excess_is_prior_log10(task, cfg.eval.bayes_is)
+        log10_m, rel_se = sampler(task, cfg.eval.bayes_is)
         timings.update(bayes_is_s=time.perf_counter() - start, bayes_is_cached=False)
         m = 10.0**log10_m
         out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,

@@ -273,6 +273,58 @@ def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tu
     return float((top + torch.log(mean_w)) / math.log(10.0)), rel_se
 
 
+def bayes_excess_is_sets_log10(task, n: int, seed: int = 0) -> tuple[float, float]:
+    """Bayes excess with ``s`` informative tokens by importance sampling, in log space
+    (``docs/variant-several-tokens.md``): ``(log10 of the mean, relative standard error)``.
+
+    ``Var(W|X) = (1/2) sum_{S, S'} P(S|X) P(S'|X) (W_S - W_S')^2`` over ordered pairs of sets; with
+    ``p(X) = p0(X) e_s(r) / C(L, s)``, ``E[P(S|X) P(S'|X) h] = E_0[r_S r_S' / e_s(r) h] / C(L, s)``. A pair enters
+    only through ``k = |S ∩ S'|``: the ``k`` shared tokens are drawn from ``N1`` (``N0 r^2 = N1 r``), the ``2(s-k)``
+    tokens of the symmetric difference from the geometric-mean density ``g`` (``N0 r = BC g sqrt(r)``), the others
+    from ``N0``, with weight ``BC^(2(s-k)) prod_shared r prod_diff sqrt(r) / e_s(r)``; there are
+    ``C(L,s) C(s,k) C(L-s,s-k)`` ordered pairs with overlap ``k``. Each ``k`` has its own draws; ``k = s`` adds 0.
+    """
+    from slr.core.predictors import log_elementary_symmetric
+
+    d, L, g2, M, s = task.d, task.L, task.gamma**2, task.M, task.n_informative
+    if s == L:
+        return -math.inf, 0.0
+    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
+    gen = torch_generator(seed, "eval")
+    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def tokens(shape, mean, var):
+        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
+        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
+        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
+        return llr, vc
+
+    means, variances = [], []  # per overlap k: log of the contribution's mean, and its variance relative to the total
+    for k in range(max(0, 2 * s - L), s):
+        j = s - k  # tokens in S \ S' (and as many in S' \ S)
+        log_pairs = math.log(math.comb(s, k) * math.comb(L - s, j) / 2)  # C(L,s) cancels the 1/C(L,s)
+        logs = []
+        chunk = max(1, 2**20 // L)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            l_sh, _ = tokens((m, k), M, g2)  # shared: N1
+            l_a, y_a = tokens((m, j), M / (1 + g2), 2 * g2 / (1 + g2))  # S \ S': g
+            l_b, y_b = tokens((m, j), M / (1 + g2), 2 * g2 / (1 + g2))  # S' \ S: g
+            l_0, _ = tokens((m, L - s - j), 0.0, 1.0)  # the rest: N0
+            log_e = log_elementary_symmetric(torch.cat([l_sh, l_a, l_b, l_0], -1), s)[..., s]  # (m,)
+            dw2 = (y_a.sum(-1) - y_b.sum(-1)) ** 2
+            logs.append(2 * j * log_bc + l_sh.sum(-1) + 0.5 * (l_a.sum(-1) + l_b.sum(-1)) - log_e + torch.log(dw2))
+        log_v = torch.cat(logs) + log_pairs
+        top = log_v.max()
+        x = torch.exp(log_v - top)
+        means.append(float(top + torch.log(x.mean())))
+        variances.append((float(top), float(x.var() / x.numel()) if x.numel() > 1 else math.nan))
+    log_total = float(torch.logsumexp(torch.tensor(means), 0))
+    var_rel = sum(v * math.exp(2 * (t - log_total)) for t, v in variances)  # sum of the k's variances / total^2
+    return log_total / math.log(10.0), math.sqrt(var_rel)
+
+
 def bayes_excess_is_prior_log10(task, n: int, seed: int = 0) -> tuple[float, float]:
     """Bayes excess under a position prior ``w`` by importance sampling, in log space (``docs/variant-prior.md``):
     ``(log10 of the mean, relative standard error)``.
