@@ -34,6 +34,7 @@ TINY = ["task.d=8", "task.L=5", "train.steps=20", "train.log_every=10", "train.r
     (["task.tokens=student_t", "eval.simulator=reduced"], "eval.simulator", "Gaussian tokens"),
     (["task.tokens=student_t", "train=pgd", "train.simulator=full"], "train", "closed-form risk"),
     (["task.n_informative=2", "train.simulator=reduced"], "train.simulator", "one informative token"),
+    (["task.n_informative=2", "train=flow"], "train", "one informative token"),
     (["predictor=transformer", "predictor.positional=sinusoidal"], "predictor.positional", "none, learned"),
 ])
 def test_bad_variants_are_refused_with_one_paragraph(make_cfg, overrides, field, text):
