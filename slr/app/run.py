@@ -35,6 +35,10 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     from slr.training.algorithms import OVERLAPS, train
     from slr.training.logger import StepLogger
 
+    if cfg.task.get("name") == "text":  # a pretrained model's token states (docs/text.md): its own job body
+        from slr.app.text import run_text
+
+        return run_text(cfg, out, summary, t_start)
     tc = cfg.train
     family = family_of(cfg)
     task, C0, init_rng = job_task(cfg, tc.repeats)
@@ -152,6 +156,8 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def _trained_excess(summary: dict) -> float | None:
+    if "excess" not in summary and "loss" in summary:  # task=text: the trained attention's test loss
+        return summary["loss"].get("test")
     e = summary.get("excess", {}).get("trained")
     return e["mc"] if e else None
 

@@ -83,3 +83,27 @@ def alignment_line(summary: dict, threshold: float = 0.9) -> str | None:
 def _lam_text(lam0: float, lam: float) -> str:
     return f"lam {lam0:.3g}" if lam == lam0 else f"lam {lam0:.3g} -> {lam:.3g}"
 
+
+
+TEXT_SPLITS = ("train", "test", "ood_tokens", "ood_structure", "ood_both")
+
+
+def text_table(summary: dict) -> str:
+    """The table of a ``task=text`` run (docs/text.md): accuracy and squared loss per split of the trained attention
+    (mean over repeats) and of the first-token least-squares baseline, and the attention on the label adjective."""
+    splits = [s for s in TEXT_SPLITS if s in summary["accuracy"]]
+    head = f"{'predictor':<34}{'':>9}" + "".join(f"{s:>15}" for s in splits)
+    rows = [head, "-" * len(head)]
+    name = f"{summary['trained']['predictor']} (trained)"
+    lin = summary["baselines"]["linear_first_token"]
+    for label, values in ((name, summary["accuracy"]), ("", summary["loss"]),
+                          ("linear on the first token", lin["accuracy"]), ("", lin["loss"])):
+        what = "accuracy" if values in (summary["accuracy"], lin["accuracy"]) else "sq. loss"
+        rows.append(f"{label:<34}{what:>9}" + "".join(f"{values[s]:>15.4g}" for s in splits))
+    rows.append(f"{'attention on the label adjective':<34}{'trained':>9}"
+                + "".join(f"{summary['attention_on_J0'][s]:>15.3g}" for s in splits))
+    rows.append(f"{'':<34}{'uniform':>9}"
+                + "".join(f"{summary['baselines']['uniform_on_J0'][s]:>15.3g}" for s in splits))
+    rows.append("No Bayes row: the law of the sentences' token states is unknown (accuracy: sign of the prediction "
+                "against the label +-1).")
+    return "\n".join(rows)

@@ -1,0 +1,129 @@
+"""The text features in the apps (``docs/text.md``): their checks (the extra, the model folder, the layer) and the
+``task=text`` job of ``slr``, kept here so that ``run.py`` only dispatches to it. The work is :mod:`slr.text`."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from slr.app.config import ConfigError, _number, figure_formats
+from slr.io import MetricsWriter, write_json
+
+log = logging.getLogger("slr")
+
+
+def as_config_error(err) -> ConfigError:
+    """A :class:`slr.text.encoder.TextInputError` as the apps' one-paragraph :class:`ConfigError` (exit 2)."""
+    return ConfigError(err.key, err.value, err.allowed)
+
+
+def check_text(cfg: DictConfig) -> int:
+    """The text group: the extra installed, ``text.model`` a model folder, ``text.layer`` within its layers, and
+    ``text.batch_size``. Returns the model's number of layers. Does not import ``transformers``."""
+    from slr.text.encoder import TextInputError, model_folder, require_extra
+
+    _number(cfg, "text.batch_size", low=1, integer=True)
+    _number(cfg, "text.layer", low=0, integer=True)
+    try:
+        require_extra("text.model", cfg.text.model)
+        folder = model_folder(cfg.text.model)
+    except TextInputError as err:
+        raise as_config_error(err) from None
+    n_layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ConfigError("text.model", cfg.text.model, "a transformer encoder folder whose config.json gives "
+                          f"num_hidden_layers >= 1 (here {n_layers!r})")
+    if cfg.text.layer > n_layers:
+        raise ConfigError("text.layer", cfg.text.layer, f"an integer from 0 (the embeddings) to {n_layers}, the number "
+                          f"of layers of text.model={cfg.text.model}")
+    return n_layers
+
+
+def check_text_task(cfg: DictConfig) -> None:
+    """``task=text`` (called by :func:`slr.app.config.check`): erf or softmax attention trained by ERM, and the text
+    group."""
+    if cfg.predictor.name not in ("erf", "softmax"):
+        raise ConfigError("predictor", cfg.predictor.name, "erf or softmax with task=text (masked attention on the "
+                          "token states; the transformer and user modules do not take padding masks yet)")
+    if cfg.train.algo != "erm":
+        raise ConfigError("train", cfg.train.algo, "erm with task=text: the sentences are a finite set, trained on "
+                          "train.n_train sentences of the train split")
+    if cfg.predictor.lam == "auto":
+        raise ConfigError("predictor.lam", "auto", "a number > 0 with task=text (lam=auto is the best lam of the "
+                          "Gaussian task's erf oracle)")
+    check_text(cfg)
+
+
+def text_states(cfg: DictConfig, progress: bool):
+    """The sentences and the cached hidden states of ``text.model`` (computed on first use), refusals as
+    :class:`ConfigError`."""
+    from slr.text.encoder import TextInputError, hidden_states
+    from slr.text.sentences import build
+
+    sentences = build()
+    try:
+        return sentences, hidden_states(cfg.text.model, sentences, batch_size=cfg.text.batch_size, progress=progress)
+    except TextInputError as err:
+        raise as_config_error(err) from None
+
+
+def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
+    """The body of an ``slr`` job with ``task=text``: ERM of erf or softmax attention on the layer's frozen tokens,
+    scored on every split (accuracy, squared loss, attention on J0), with the first-token least-squares baseline;
+    ``metrics.csv``, ``summary.json`` and ``figures/text_training.png``."""
+    import torch
+
+    from slr.app.job import show_progress
+    from slr.results.tables import text_table
+    from slr.text.sentences import SPLITS
+    from slr.text.task import TextTask, evaluate_splits, least_squares_first_token, train_erm
+
+    torch.set_num_threads(cfg.threads)
+    tc, lam = cfg.train, float(cfg.predictor.lam)
+    sentences, states = text_states(cfg, show_progress())
+    t_states = time.perf_counter()
+    task = TextTask(states, sentences, cfg.text.layer, tc.n_train, cfg.seed)
+    summary["task"] = dict(name="text", model=cfg.text.model, layer=cfg.text.layer, n_layers=states.n_layers,
+                           d=int(task.d), T=int(task.T), n_train=int(task.train_rows.size), cache=str(states.folder),
+                           n={s: int(sentences.index(s).size) for s in SPLITS})
+    log.info("%s | task=text: %s layer %d of %d (d=%d, T=%d), %s attention, ERM on %d sentences, %d repeats x %d "
+             "steps -> %s", cfg.name, cfg.text.model, cfg.text.layer, states.n_layers, task.d, task.T,
+             cfg.predictor.name, task.train_rows.size, tc.repeats, tc.steps, out)
+    train_tok = task.train()
+    trained = train_erm(cfg.predictor.name, lam, train_tok, repeats=tc.repeats, steps=tc.steps, lr=tc.lr,
+                        optimizer=tc.optimizer, projected=tc.projected, log_every=tc.log_every, seed=cfg.seed)
+    with MetricsWriter(out / "metrics.csv", ("step", "repeat", "train_loss", "train_accuracy")) as writer:
+        writer.write(trained.history)
+    t_train = time.perf_counter()
+    beta = least_squares_first_token(train_tok)
+    ev = evaluate_splits(trained, beta, task)
+    mean = {key: {s: float(np.mean(ev[s][key])) for s in SPLITS} for key in ("accuracy", "loss", "attention_on_J0")}
+    summary.update(lam=lam, accuracy=mean["accuracy"], loss=mean["loss"], attention_on_J0=mean["attention_on_J0"])
+    summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=f"erm {tc.optimizer}", lam=lam,
+                              repeats=tc.repeats, steps_done=tc.steps,
+                              per_repeat={key: {s: ev[s][key] for s in SPLITS}
+                                          for key in ("accuracy", "loss", "attention_on_J0")})
+    summary["baselines"] = {"uniform_on_J0": {s: ev[s]["uniform_on_J0"] for s in SPLITS},
+                            "linear_first_token": {"accuracy": {s: ev[s]["linear_accuracy"] for s in SPLITS},
+                                                   "loss": {s: ev[s]["linear_loss"] for s in SPLITS}}}
+    t_eval = time.perf_counter()
+    formats = figure_formats(cfg)
+    if formats:
+        from slr.plots.dynamics import save
+        from slr.plots.text import text_training_figure
+
+        fig, _ = text_training_figure(trained.history, summary,
+                                      title=f"{cfg.name}: {cfg.text.model} layer {cfg.text.layer}, "
+                                            f"{cfg.predictor.name} attention, lam={lam:g}")
+        save(fig, out / "figures" / "text_training", formats)
+    t_end = time.perf_counter()
+    summary["status"] = "ok"
+    summary["timings"] = dict(states_s=t_states - t_start, train_s=t_train - t_states, eval_s=t_eval - t_train,
+                              figures_s=t_end - t_eval, total_s=t_end - t_start)
+    write_json(out / "summary.json", summary)
+    log.info("\n%s\nwall time %.1f s (hidden states %.1f s, training %.1f s); outputs in %s", text_table(summary),
+             t_end - t_start, t_states - t_start, t_train - t_states, out)
