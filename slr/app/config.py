@@ -731,7 +731,7 @@ def check_probe(cfg: DictConfig) -> None:
     _number(cfg, "probe.max_iter", low=1, integer=True)
     _number(cfg, "probe.token_sentences", low=1, integer=True)
     _figures(cfg)
-    check_text(cfg)
+    check_text(cfg, layer=False)
 
 
 class ValidateProbe(Validate):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.app.config import ConfigError, _number, figure_formats
+from slr.app.config import ConfigError, _number, figure_formats, is_module
 from slr.io import MetricsWriter, write_json
 
 log = logging.getLogger("slr")
@@ -21,9 +21,10 @@ def as_config_error(err) -> ConfigError:
     return ConfigError(err.key, err.value, err.allowed)
 
 
-def check_text(cfg: DictConfig) -> int:
-    """The text group: the extra installed, ``text.model`` a model folder, ``text.layer`` within its layers, and
-    ``text.batch_size``. Returns the model's number of layers. Does not import ``transformers``."""
+def check_text(cfg: DictConfig, layer: bool = True) -> int:
+    """The text group: the extra installed, ``text.model`` a model folder, ``text.layer`` within its layers (when
+    ``layer``: ``slr-probe`` probes them all), and ``text.batch_size``. Returns the model's number of layers. Does not
+    import ``transformers``."""
     from slr.text.encoder import TextInputError, model_folder, require_extra
 
     _number(cfg, "text.batch_size", low=1, integer=True)
@@ -37,7 +38,7 @@ def check_text(cfg: DictConfig) -> int:
     if not isinstance(n_layers, int) or n_layers < 1:
         raise ConfigError("text.model", cfg.text.model, "a transformer encoder folder whose config.json gives "
                           f"num_hidden_layers >= 1 (here {n_layers!r})")
-    if cfg.text.layer > n_layers:
+    if layer and cfg.text.layer > n_layers:
         raise ConfigError("text.layer", cfg.text.layer, f"an integer from 0 (the embeddings) to {n_layers}, the number "
                           f"of layers of text.model={cfg.text.model}")
     return n_layers
@@ -46,16 +47,32 @@ def check_text(cfg: DictConfig) -> int:
 def check_text_task(cfg: DictConfig) -> None:
     """``task=text`` (called by :func:`slr.app.config.check`): erf or softmax attention trained by ERM, and the text
     group."""
-    if cfg.predictor.name not in ("erf", "softmax"):
-        raise ConfigError("predictor", cfg.predictor.name, "erf or softmax with task=text (masked attention on the "
-                          "token states; the transformer and user modules do not take padding masks yet)")
     if cfg.train.algo != "erm":
         raise ConfigError("train", cfg.train.algo, "erm with task=text: the sentences are a finite set, trained on "
                           "train.n_train sentences of the train split")
-    if cfg.predictor.lam == "auto":
+    if cfg.predictor.name == "module":
+        _forward_takes_mask(cfg)
+    if cfg.predictor.name in ("erf", "softmax") and cfg.predictor.lam == "auto":
         raise ConfigError("predictor.lam", "auto", "a number > 0 with task=text (lam=auto is the best lam of the "
                           "Gaussian task's erf oracle)")
     check_text(cfg)
+
+
+def _forward_takes_mask(cfg: DictConfig) -> None:
+    """A user's module on text takes the padding mask: ``forward(X, mask=None)`` with ``mask`` (B, L) of real tokens."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = cfg.predictor.model.get("_target_")
+    allowed = ("a torch.nn.Module whose forward takes the padding mask, forward(X, mask=None) with mask (B, L) true on "
+               "the real tokens, with task=text (padding must never be attended to)")
+    try:
+        params = inspect.signature(get_class(str(target)).forward).parameters
+    except Exception:  # noqa: BLE001  not importable: the module checks of slr.app.config say why
+        return
+    if "mask" not in params:
+        raise ConfigError("predictor.model._target_", target, allowed)
 
 
 def text_states(cfg: DictConfig, progress: bool):
@@ -83,7 +100,8 @@ def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     from slr.text.task import TextTask, evaluate_splits, least_squares_first_token, train_erm
 
     torch.set_num_threads(cfg.threads)
-    tc, lam = cfg.train, float(cfg.predictor.lam)
+    tc = cfg.train
+    lam = None if is_module(cfg) else float(cfg.predictor.lam)
     sentences, states = text_states(cfg, show_progress())
     t_states = time.perf_counter()
     task = TextTask(states, sentences, cfg.text.layer, tc.n_train, cfg.seed)
@@ -94,16 +112,22 @@ def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
              "steps -> %s", cfg.name, cfg.text.model, cfg.text.layer, states.n_layers, task.d, task.T,
              cfg.predictor.name, task.train_rows.size, tc.repeats, tc.steps, out)
     train_tok = task.train()
-    trained = train_erm(cfg.predictor.name, lam, train_tok, repeats=tc.repeats, steps=tc.steps, lr=tc.lr,
-                        optimizer=tc.optimizer, projected=tc.projected, log_every=tc.log_every, seed=cfg.seed)
+    if is_module(cfg):
+        trained = _train_modules(cfg, task, train_tok)
+        history, predictor, lam = trained.history, trained.name, None
+    else:
+        trained = train_erm(cfg.predictor.name, lam, train_tok, repeats=tc.repeats, steps=tc.steps, lr=tc.lr,
+                            optimizer=tc.optimizer, projected=tc.projected, log_every=tc.log_every, seed=cfg.seed)
+        history, predictor = trained.history, f"{cfg.predictor.name} attention"
     with MetricsWriter(out / "metrics.csv", ("step", "repeat", "train_loss", "train_accuracy")) as writer:
-        writer.write(trained.history)
+        writer.write(history)
     t_train = time.perf_counter()
     beta = least_squares_first_token(train_tok)
     ev = evaluate_splits(trained, beta, task)
-    mean = {key: {s: float(np.mean(ev[s][key])) for s in SPLITS} for key in ("accuracy", "loss", "attention_on_J0")}
+    mean = {key: {s: float(np.nanmean(ev[s][key])) if np.isfinite(ev[s][key]).any() else None for s in SPLITS}
+            for key in ("accuracy", "loss", "attention_on_J0")}
     summary.update(lam=lam, accuracy=mean["accuracy"], loss=mean["loss"], attention_on_J0=mean["attention_on_J0"])
-    summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=f"erm {tc.optimizer}", lam=lam,
+    summary["trained"] = dict(predictor=predictor, algo=f"erm {tc.optimizer}", lam=lam,
                               repeats=tc.repeats, steps_done=tc.steps,
                               per_repeat={key: {s: ev[s][key] for s in SPLITS}
                                           for key in ("accuracy", "loss", "attention_on_J0")})
@@ -116,9 +140,8 @@ def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
         from slr.plots.dynamics import save
         from slr.plots.text import text_training_figure
 
-        fig, _ = text_training_figure(trained.history, summary,
-                                      title=f"{cfg.name}: {cfg.text.model} layer {cfg.text.layer}, "
-                                            f"{cfg.predictor.name} attention, lam={lam:g}")
+        fig, _ = text_training_figure(history, summary, title=f"{cfg.name}: {cfg.text.model} layer {cfg.text.layer}, "
+                                                              f"{predictor}" + ("" if lam is None else f", lam={lam:g}"))
         save(fig, out / "figures" / "text_training", formats)
     t_end = time.perf_counter()
     summary["status"] = "ok"
@@ -127,3 +150,28 @@ def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     write_json(out / "summary.json", summary)
     log.info("\n%s\nwall time %.1f s (hidden states %.1f s, training %.1f s); outputs in %s", text_table(summary),
              t_end - t_start, t_states - t_start, t_train - t_states, out)
+
+
+def _train_modules(cfg: DictConfig, task, train_tok):
+    """``train.repeats`` transformers or user modules on the layer's tokens (d of the model, L the padded length),
+    each initialised from its own seed, trained by :func:`slr.text.task.train_modules`."""
+    import torch
+
+    from slr.app.build import build_user_module
+    from slr.models.transformer import Transformer
+    from slr.text.task import ModulePredictor, train_modules
+
+    tc, pc = cfg.train, cfg.predictor
+    modules = []
+    for r in range(tc.repeats):
+        torch.manual_seed(cfg.seed * 1000 + r)
+        if pc.name == "transformer":
+            modules.append(Transformer(task.d, task.T, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
+                                       mlp=pc.mlp, norm=pc.norm, pool=pc.pool))
+        else:
+            modules.append(build_user_module(pc.model, task.d, task.T))
+    history = train_modules(modules, train_tok, steps=tc.steps, lr=tc.lr, optimizer=tc.optimizer,
+                            weight_decay=tc.weight_decay, log_every=tc.log_every)
+    predictor = ModulePredictor(modules, "transformer" if pc.name == "transformer" else str(pc.model._target_))
+    predictor.history = history
+    return predictor

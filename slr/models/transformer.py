@@ -32,7 +32,7 @@ class Block(nn.Module):
         A = self.norm1(H)
         Q = A[:, :1] if first_only else A
         if first_only:
-            H, mask = H[:, :1], mask[:1]
+            H, mask = H[:, :1], mask[..., :1, :]
         # need_weights=True takes MultiheadAttention's explicit softmax path: torch.func.vmap has batching rules for
         # it (not for the fused CPU attention kernel, which vmap runs several times slower), and it returns the weights
         out, weights = self.attn(Q, A, A, attn_mask=mask, need_weights=True, average_attn_weights=True)
@@ -77,7 +77,7 @@ class Transformer(nn.Module):
         # the key and value directions are those of one linear path from the tokens to the output
         self.defines_directions = pool == "query" and n_layers == 1 and n_heads == 1 and mlp == 0
 
-    def _run(self, X: torch.Tensor):
+    def _run(self, X: torch.Tensor, pad: torch.Tensor | None = None):
         H = self.embed(X)  # (B, L, d_model)
         if self.position is not None:
             H = H + self.position
@@ -87,21 +87,35 @@ class Transformer(nn.Module):
             H = torch.cat([self.query.expand(B, 1, self.d_model), H], dim=1)  # (B, 1 + L, d_model)
             mask = torch.zeros(L + 1, L + 1, dtype=H.dtype, device=H.device)
             mask[0, 0] = -math.inf  # the query attends to the tokens, not to itself
+        if pad is not None:  # padding masks (docs/text.md): no position attends to a padding token
+            keys = torch.zeros(B, L, dtype=H.dtype, device=H.device).masked_fill(~pad, -math.inf)  # (B, L)
+            if self.pool == "query":
+                keys = torch.cat([torch.zeros(B, 1, dtype=H.dtype, device=H.device), keys], 1)  # (B, 1 + L)
+            base = 0.0 if mask is None else mask
+            T = keys.shape[1]
+            mask = (base + keys[:, None, :]).expand(B, T, T).repeat_interleave(self.n_heads, 0)  # (B * heads, T, T)
         for i, block in enumerate(self.blocks):  # the last block only updates the query: nothing reads the others
             H, weights = block(H, mask, first_only=self.pool == "query" and i == len(self.blocks) - 1)
-        pooled = H[:, 0] if self.pool == "query" else H.mean(1)  # (B, d_model)
-        return self.readout(self.final_norm(pooled)).squeeze(-1), weights
+        if self.pool == "query":
+            pooled = H[:, 0]
+        elif pad is None:
+            pooled = H.mean(1)
+        else:
+            pooled = (H * pad[..., None]).sum(1) / pad.sum(1, keepdim=True)  # mean over the real tokens
+        return self.readout(self.final_norm(pooled)).squeeze(-1), weights  # (B,), weights
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """Predictions (B,) from tokens (B, L, d)."""
-        return self._run(X)[0]
+    def forward(self, X: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions (B,) from tokens (B, L, d); ``mask`` (B, L) marks the real tokens (None: all are)."""
+        return self._run(X, mask)[0]
 
-    def attention(self, X: torch.Tensor) -> torch.Tensor:
+    def attention(self, X: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Weights (B, L) of the readout on each token: the query's attention in the last block, averaged over heads
-        (``pool="query"``), or ``1/L`` (``pool="mean"``)."""
+        (``pool="query"``), or ``1/L`` (``pool="mean"``; ``1/n`` over the ``n`` real tokens with a ``mask``)."""
         if self.pool == "mean":
+            if mask is not None:
+                return mask / mask.sum(-1, keepdim=True)
             return torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
-        return self._run(X)[1][:, 0, 1:]
+        return self._run(X, mask)[1][:, 0, 1:]
 
     def predict_and_attention(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(forward(X), attention(X))`` from one pass through the blocks: (B,), (B, L)."""

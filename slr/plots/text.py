@@ -106,7 +106,7 @@ def text_training_figure(history: list[dict], summary: dict, title: str | None =
     axes[1].set_title("(b) accuracy per split")
     axes[1].legend(fontsize=8, loc="lower left")
     att, uni = summary["attention_on_J0"], summary["baselines"]["uniform_on_J0"]
-    axes[2].bar(x - 0.2, [att[s] for s in splits], width=0.4, color=DEEP[0], label="trained attention")
+    axes[2].bar(x - 0.2, [np.nan if att[s] is None else att[s] for s in splits], width=0.4, color=DEEP[0], label="trained attention")
     axes[2].bar(x + 0.2, [uni[s] for s in splits], width=0.4, color=DEEP[7], label="uniform over the tokens")
     axes[2].set_xticks(x, [SPLIT_TITLES[s] for s in splits], fontsize=8)
     axes[2].set_ylim(0, 1)

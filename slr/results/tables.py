@@ -101,7 +101,8 @@ def text_table(summary: dict) -> str:
         what = "accuracy" if values in (summary["accuracy"], lin["accuracy"]) else "sq. loss"
         rows.append(f"{label:<34}{what:>9}" + "".join(f"{values[s]:>15.4g}" for s in splits))
     rows.append(f"{'attention on the label adjective':<34}{'trained':>9}"
-                + "".join(f"{summary['attention_on_J0'][s]:>15.3g}" for s in splits))
+                + "".join(f"{'n/a' if summary['attention_on_J0'][s] is None else format(summary['attention_on_J0'][s], '.3g'):>15}"
+                          for s in splits))
     rows.append(f"{'':<34}{'uniform':>9}"
                 + "".join(f"{summary['baselines']['uniform_on_J0'][s]:>15.3g}" for s in splits))
     rows.append("No Bayes row: the law of the sentences' token states is unknown (accuracy: sign of the prediction "

@@ -133,20 +133,66 @@ def least_squares_first_token(tok: Tokens, ridge: float = 1e-3) -> torch.Tensor:
     return torch.linalg.solve(A, Z.T @ tok.y.double())
 
 
-def evaluate_splits(trained: Trained, beta: torch.Tensor, task: TextTask) -> dict:
+def evaluate_splits(trained, beta: torch.Tensor, task: TextTask) -> dict:
     """Accuracy (sign of the prediction), squared loss and attention on J0 of the trained predictors (mean and per
     repeat), and accuracy and loss of the first-token least-squares baseline, on every split."""
     out = {}
     for split in SPLITS:
         tok = task.split(split)
         with torch.no_grad():
-            y_hat = predict(trained.kind, trained.lam, trained.k, trained.v, tok)  # (R, n)
+            if isinstance(trained, Trained):
+                y_hat = predict(trained.kind, trained.lam, trained.k, trained.v, tok)  # (R, n)
+                att = attention_on_j0(trained.kind, trained.lam, trained.k, tok).double()
+            else:  # torch modules
+                y_hat, att = trained.predict(tok), trained.attention_on_j0(tok)
+                att = torch.full((len(y_hat),), torch.nan, dtype=torch.float64) if att is None else att.double()
             acc = (torch.sign(y_hat) == tok.y).double().mean(-1)
             loss = ((y_hat - tok.y) ** 2).double().mean(-1)
-            att = attention_on_j0(trained.kind, trained.lam, trained.k, tok).double()
             lin = tok.X[:, 0].double() @ beta[:-1] + beta[-1]
         out[split] = dict(n=len(tok.y), accuracy=acc.numpy(), loss=loss.numpy(), attention_on_J0=att.numpy(),
                           uniform_on_J0=float((tok.j0.sum(-1) / tok.mask.sum(-1)).double().mean()),
                           linear_accuracy=float((torch.sign(lin) == tok.y).double().mean()),
                           linear_loss=float(((lin - tok.y) ** 2).mean()))
     return out
+
+
+def train_modules(modules: list, tok: Tokens, *, steps: int, lr: float, optimizer: str, weight_decay: float,
+                  log_every: int) -> list[dict]:
+    """ERM of torch modules (the transformer, a user's module) on the training sentences: each ``module(X, mask=mask)``
+    maps tokens (n, T, d) and the real-token mask (n, T) to predictions (n,); the mean squared loss of every repeat,
+    full batch, one optimiser over all of them (``gd``/``sgd``, ``adam`` or ``adamw``). Returns the logged rows."""
+    params = [p for m in modules for p in m.parameters()]
+    opts = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    opt = opts.get(optimizer, torch.optim.SGD)(params, lr=lr, weight_decay=weight_decay)
+    history = []
+    for step in range(steps + 1):
+        y_hat = torch.stack([m(tok.X, mask=tok.mask) for m in modules])  # (R, n)
+        per_repeat = ((y_hat - tok.y) ** 2).mean(-1)  # (R,)
+        if step % log_every == 0 or step == steps:
+            acc, per = (torch.sign(y_hat) == tok.y).float().mean(-1).tolist(), per_repeat.detach().tolist()
+            history += [dict(step=step, repeat=r, train_loss=per[r], train_accuracy=acc[r]) for r in range(len(modules))]
+        if step == steps:
+            break
+        opt.zero_grad()
+        per_repeat.sum().backward()
+        opt.step()
+    return history
+
+
+@dataclass
+class ModulePredictor:
+    """Trained torch modules behind the attention interface of :func:`evaluate_splits`: ``predict(tok)`` (R, n) and,
+    for modules with an ``attention(X, mask)``, ``attention_on_j0(tok)`` (R,) (else None)."""
+
+    modules: list
+    name: str
+    history: list | None = None
+
+    def predict(self, tok: Tokens) -> torch.Tensor:
+        return torch.stack([m(tok.X, mask=tok.mask) for m in self.modules])
+
+    def attention_on_j0(self, tok: Tokens) -> torch.Tensor | None:
+        if not all(hasattr(m, "attention") for m in self.modules):
+            return None
+        a = torch.stack([m.attention(tok.X, mask=tok.mask) for m in self.modules]).abs()  # (R, n, T)
+        return ((a * tok.j0).sum(-1) / a.sum(-1).clamp_min(1e-30)).mean(-1)
