@@ -125,8 +125,9 @@ def run_text(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     beta = least_squares_first_token(train_tok)
     ev = evaluate_splits(trained, beta, task)
     mean = {key: {s: float(np.nanmean(ev[s][key])) if np.isfinite(ev[s][key]).any() else None for s in SPLITS}
-            for key in ("accuracy", "loss", "attention_on_J0")}
-    summary.update(lam=lam, accuracy=mean["accuracy"], loss=mean["loss"], attention_on_J0=mean["attention_on_J0"])
+            for key in ("accuracy", "loss", "attention_on_J0", "attention_on_first", "attention_on_last")}
+    summary.update(lam=lam, accuracy=mean["accuracy"], loss=mean["loss"], attention_on_J0=mean["attention_on_J0"],
+                   attention_on_first=mean["attention_on_first"], attention_on_last=mean["attention_on_last"])
     summary["trained"] = dict(predictor=predictor, algo=f"erm {tc.optimizer}", lam=lam,
                               repeats=tc.repeats, steps_done=tc.steps,
                               per_repeat={key: {s: ev[s][key] for s in SPLITS}

@@ -100,11 +100,13 @@ def text_table(summary: dict) -> str:
                           ("linear on the first token", lin["accuracy"]), ("", lin["loss"])):
         what = "accuracy" if values in (summary["accuracy"], lin["accuracy"]) else "sq. loss"
         rows.append(f"{label:<34}{what:>9}" + "".join(f"{values[s]:>15.4g}" for s in splits))
-    rows.append(f"{'attention on the label adjective':<34}{'trained':>9}"
-                + "".join(f"{'n/a' if summary['attention_on_J0'][s] is None else format(summary['attention_on_J0'][s], '.3g'):>15}"
-                          for s in splits))
-    rows.append(f"{'':<34}{'uniform':>9}"
-                + "".join(f"{summary['baselines']['uniform_on_J0'][s]:>15.3g}" for s in splits))
+    def cells(values: dict) -> str:
+        return "".join(f"{'n/a' if values.get(s) is None else format(values[s], '.3g'):>15}" for s in splits)
+
+    rows.append(f"{'attention on the label adjective':<34}{'trained':>9}" + cells(summary["attention_on_J0"]))
+    rows.append(f"{'':<34}{'uniform':>9}" + cells(summary["baselines"]["uniform_on_J0"]))
+    rows.append(f"{'attention on the first token':<34}{'trained':>9}" + cells(summary.get("attention_on_first", {})))
+    rows.append(f"{'attention on the last token':<34}{'trained':>9}" + cells(summary.get("attention_on_last", {})))
     rows.append("No Bayes row: the law of the sentences' token states is unknown (accuracy: sign of the prediction "
                 "against the label +-1).")
     return "\n".join(rows)

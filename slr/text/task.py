@@ -81,8 +81,20 @@ def predict(kind: str, lam: float, k: torch.Tensor, v: torch.Tensor, tok: Tokens
 def attention_on_j0(kind: str, lam: float, k: torch.Tensor, tok: Tokens) -> torch.Tensor:
     """The share of attention on the label adjective's tokens, ``sum_{l in J0} |a_l| / sum_l |a_l|``, averaged over
     sentences: (R,). For softmax it is the weight on J0; for erf, whose weights are not normalised, their share."""
-    a = attention_weights(kind, lam, k, tok.X, tok.mask).abs()  # (R, n, T)
-    return ((a * tok.j0).sum(-1) / a.sum(-1).clamp_min(1e-30)).mean(-1)
+    return attention_shares(attention_weights(kind, lam, k, tok.X, tok.mask), tok)["J0"]
+
+
+def attention_shares(a: torch.Tensor, tok: Tokens) -> dict:
+    """Where the attention goes: the share ``sum_{l in S} |a_l| / sum_l |a_l|`` (averaged over sentences, (R,)) of
+    the label adjective's tokens (``J0``), the first token (``first``: [CLS]) and the last real one (``last``: [SEP])."""
+    a = a.abs()  # (R, n, T)
+    total = a.sum(-1).clamp_min(1e-30)
+    n, T = tok.mask.shape
+    last = torch.zeros(n, T, dtype=torch.bool)
+    last[torch.arange(n), tok.mask.sum(-1) - 1] = True
+    first = torch.zeros(n, T, dtype=torch.bool)
+    first[:, 0] = True
+    return {name: ((a * S).sum(-1) / total).mean(-1) for name, S in (("J0", tok.j0), ("first", first), ("last", last))}
 
 
 @dataclass
@@ -142,14 +154,18 @@ def evaluate_splits(trained, beta: torch.Tensor, task: TextTask) -> dict:
         with torch.no_grad():
             if isinstance(trained, Trained):
                 y_hat = predict(trained.kind, trained.lam, trained.k, trained.v, tok)  # (R, n)
-                att = attention_on_j0(trained.kind, trained.lam, trained.k, tok).double()
+                a = attention_weights(trained.kind, trained.lam, trained.k, tok.X, tok.mask)
             else:  # torch modules
-                y_hat, att = trained.predict(tok), trained.attention_on_j0(tok)
-                att = torch.full((len(y_hat),), torch.nan, dtype=torch.float64) if att is None else att.double()
+                y_hat, a = trained.predict(tok), trained.attention(tok)
+            nan = torch.full((len(y_hat),), torch.nan, dtype=torch.float64)
+            shares = {k: nan for k in ("J0", "first", "last")} if a is None else attention_shares(a, tok)
+            att = shares["J0"].double()
             acc = (torch.sign(y_hat) == tok.y).double().mean(-1)
             loss = ((y_hat - tok.y) ** 2).double().mean(-1)
             lin = tok.X[:, 0].double() @ beta[:-1] + beta[-1]
         out[split] = dict(n=len(tok.y), accuracy=acc.numpy(), loss=loss.numpy(), attention_on_J0=att.numpy(),
+                          attention_on_first=shares["first"].double().numpy(),
+                          attention_on_last=shares["last"].double().numpy(),
                           uniform_on_J0=float((tok.j0.sum(-1) / tok.mask.sum(-1)).double().mean()),
                           linear_accuracy=float((torch.sign(lin) == tok.y).double().mean()),
                           linear_loss=float(((lin - tok.y) ** 2).mean()))
@@ -191,8 +207,8 @@ class ModulePredictor:
     def predict(self, tok: Tokens) -> torch.Tensor:
         return torch.stack([m(tok.X, mask=tok.mask) for m in self.modules])
 
-    def attention_on_j0(self, tok: Tokens) -> torch.Tensor | None:
+    def attention(self, tok: Tokens) -> torch.Tensor | None:
+        """The modules' weights on the tokens (R, n, T), if every module has ``attention(X, mask)``; else None."""
         if not all(hasattr(m, "attention") for m in self.modules):
             return None
-        a = torch.stack([m.attention(tok.X, mask=tok.mask) for m in self.modules]).abs()  # (R, n, T)
-        return ((a * tok.j0).sum(-1) / a.sum(-1).clamp_min(1e-30)).mean(-1)
+        return torch.stack([m.attention(tok.X, mask=tok.mask) for m in self.modules])
