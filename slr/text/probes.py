@@ -48,7 +48,9 @@ def probe_layer(X: np.ndarray, sentences: Sentences, mask: np.ndarray, j0: np.nd
     tokens = X[sub][mask[sub]]  # (n_tokens, d)
     k_clf = _classifier(C, max_iter).fit(tokens, j0[sub][mask[sub]])
     N, T, d = X.shape
-    score = k_clf.decision_function(X.reshape(N * T, d)).reshape(N, T)  # <X_l, k> + b per token
+    scaler, logistic = k_clf[0], k_clf[-1]
+    k = (logistic.coef_[0] / scaler.scale_).astype(np.float32)  # the probe's direction in raw coordinates
+    score = X @ k  # (N, T): <X_l, k>, the score of every token up to a constant
     hit = j0[np.arange(N), np.where(mask, score, -np.inf).argmax(1)]  # (N,) is the top token the adjective's
     rows += [dict(features="k_star", split=s, accuracy=float(hit[sentences.index(s)].mean())) for s in SPLITS]
     v_clf = _classifier(C, max_iter).fit(feats["v_star"][train], y[train])
