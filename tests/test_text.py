@@ -116,7 +116,9 @@ def test_a_cache_that_does_not_match_its_key_is_refused_and_left_alone(tiny_bert
     with pytest.raises(TextInputError, match="text.cache"):
         hidden_states(tiny_bert, sentences, root=tmp_path)
     (states.folder / "key.json").write_text(json.dumps(meta))
-    np.save(states.folder / "layer01.npy", np.zeros((3, 3, 3), np.float16))
+    from slr.text.encoder import write_npy
+
+    write_npy(states.folder / "layer01.npy", np.zeros((3, 3, 3), np.float16))
     with pytest.raises(TextInputError, match="layer01.npy has shape"):
         hidden_states(tiny_bert, sentences, root=tmp_path)
     assert (states.folder / "key.json").read_text() == json.dumps(meta) and before  # nothing rewritten by slr

@@ -136,11 +136,25 @@ class HiddenStates:
     meta: dict
 
     def layer(self, i: int) -> np.ndarray:
-        return np.load(self.folder / f"layer{i:02d}.npy", mmap_mode="r")
+        return read_npy(self.folder / f"layer{i:02d}.npy")
 
     @property
     def n_states(self) -> int:
         return self.n_layers + 1
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file memory-mapped read-only. Through ``open_memmap``, which maps plain numeric arrays only: an
+    object array (the one kind a ``.npy`` file pickles) is refused, so reading a cache never unpickles anything."""
+    return np.lib.format.open_memmap(path, mode="r")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` (numeric) as a ``.npy`` file, through ``open_memmap`` (no pickle possible)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=array.dtype, shape=array.shape)
+    out[...] = array
+    out.flush()
+    del out
 
 
 def cache_key(model_digest: str, sentences: Sentences) -> str:
@@ -188,8 +202,8 @@ def _compute(net, tok: dict, out: Path, batch_size: int, progress: bool) -> None
     n_states, d = net.config.num_hidden_layers + 1, net.config.hidden_size
     files = [np.lib.format.open_memmap(out / f"layer{i:02d}.npy", mode="w+", dtype=np.float16, shape=(N, T, d))
              for i in range(n_states)]
-    np.save(out / "mask.npy", tok["attention_mask"])
-    np.save(out / "j0.npy", tok["j0"])
+    write_npy(out / "mask.npy", tok["attention_mask"])
+    write_npy(out / "j0.npy", tok["j0"])
     with torch.inference_mode(), tqdm(total=N, desc="hidden states", unit="sentence", disable=not progress) as bar:
         for s in range(0, N, batch_size):
             ids = torch.as_tensor(tok["input_ids"][s:s + batch_size])
@@ -208,7 +222,7 @@ def _open(folder: Path, key: str, n: int) -> HiddenStates:
                "recompute it)")
     try:
         meta = json.loads((folder / "key.json").read_text())
-        mask, j0 = np.load(folder / "mask.npy"), np.load(folder / "j0.npy")
+        mask, j0 = np.array(read_npy(folder / "mask.npy")), np.array(read_npy(folder / "j0.npy"))
     except (OSError, ValueError) as exc:
         raise TextInputError("text.cache", str(folder), f"{allowed}; here it cannot be read ({exc})") from None
     if meta.get("key") != key or meta.get("n") != n or mask.shape != (n, meta.get("T")) or j0.shape != mask.shape:
