@@ -204,14 +204,20 @@ def _compute(net, tok: dict, out: Path, batch_size: int, progress: bool) -> None
              for i in range(n_states)]
     write_npy(out / "mask.npy", tok["attention_mask"])
     write_npy(out / "j0.npy", tok["j0"])
+    m = tok["attention_mask"]
+    right_padded = not (m[:, 1:] & ~m[:, :-1]).any()  # real tokens first: a batch can be cut to its longest
+    lengths = m.sum(1) if right_padded else np.full(N, T)
+    order = np.argsort(lengths, kind="stable")  # batches of similar lengths, each padded to its own longest only
     with torch.inference_mode(), tqdm(total=N, desc="hidden states", unit="sentence", disable=not progress) as bar:
         for s in range(0, N, batch_size):
-            ids = torch.as_tensor(tok["input_ids"][s:s + batch_size])
-            mask = torch.as_tensor(tok["attention_mask"][s:s + batch_size]).long()
+            rows = np.sort(order[s:s + batch_size])
+            t = int(lengths[rows].max())
+            ids = torch.as_tensor(tok["input_ids"][rows, :t])
+            mask = torch.as_tensor(tok["attention_mask"][rows, :t]).long()
             states = net(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            for f, h in zip(files, states):  # each (B, T, d)
-                f[s:s + len(ids)] = h.float().numpy().astype(np.float16)
-            bar.update(len(ids))
+            for f, h in zip(files, states):  # each (B, t, d); the padding beyond t stays 0
+                f[rows, :t] = h.float().numpy().astype(np.float16)
+            bar.update(len(rows))
     for f in files:
         f.flush()
     del files
