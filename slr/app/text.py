@@ -168,7 +168,7 @@ def _train_modules(cfg: DictConfig, task, train_tok):
         torch.manual_seed(cfg.seed * 1000 + r)
         if pc.name == "transformer":
             modules.append(Transformer(task.d, task.T, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
-                                       mlp=pc.mlp, norm=pc.norm, pool=pc.pool))
+                                       mlp=pc.mlp, norm=pc.norm, pool=pc.pool, positional=pc.positional))
         else:
             modules.append(build_user_module(pc.model, task.d, task.T))
     history = train_modules(modules, train_tok, steps=tc.steps, lr=tc.lr, optimizer=tc.optimizer,
