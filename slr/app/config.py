@@ -51,7 +51,7 @@ class TaskConfig:
     n_informative: int = 1  # s: the number of informative tokens (1 <= s <= L; s > 1 needs the uniform prior)
     tokens: str = "gaussian"  # gaussian | student_t (unit-variance coordinates)
     df: float = 5.0  # Student-t degrees of freedom (> 2), used with tokens=student_t
-    name: str = "gaussian"  # gaussian (SPEC 1) | text (a pretrained model's token states, docs/text.md: task=text)
+    name: str = "gaussian"  # gaussian (docs/task-and-predictors.md) | text (a pretrained model's token states, docs/text.md: task=text)
 
 
 @dataclass
