@@ -64,6 +64,10 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
                               diverged_at=hist.diverged_at, kernel=algo.kernel)
+    if tc.simulator == "ode":  # the SGD limit: its solver's work and the fluctuation it carries
+        summary["trained"].update(solver="BDF", evaluations=algo.evaluations, solver_steps=algo.solver_steps,
+                                  delta=algo.model.delta, ode_correction=algo.model.correction,
+                                  fluctuation_V=algo.fluctuation())
     if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
         summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
                                   optimizer=tc.optimizer, parameters=algo.n_parameters,

@@ -565,7 +565,7 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
-            if algo.kernel == "compiled":  # to the next logged step in one call, same checks in C
+            if algo.kernel in ("compiled", "ode"):  # to the next logged step in one call (C kernel, or ODE solver)
                 n = min(log_every - t % log_every, steps - t)
                 t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
                 bad = at >= 0

@@ -26,7 +26,9 @@ class StepLogger:
         o = algo.overlaps()
         cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
         cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
-        if algo.kind is ERF:
+        if hasattr(algo, "expected_excess"):  # the SGD limit: E R over the fluctuation it carries
+            cols["excess"] = algo.expected_excess(lam)
+        elif algo.kind is ERF:
             cols["excess"] = theory.erf_excess(lam, *(o[k] for k in OVERLAPS), d=self.task.d, L=self.task.L,
                                                gamma=self.task.gamma, signal=self.task.signal,
                                                norm_k=o["norm_k"], norm_v=o["norm_v"])

@@ -1,0 +1,102 @@
+"""Online SGD of erf attention through its deterministic high-dimensional limit (``train=sgd train.simulator=ode``):
+the ODE of :mod:`slr.theory.sgd_limit` integrated by a stiff solver, all repeats at once (``docs/dynamics.md``)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy.integrate import solve_ivp
+from scipy.sparse import block_diag
+
+from slr.core.predictors import ERF
+from slr.core.reduced import ReducedTask
+from slr.core.task import Task
+from slr.theory import sgd_limit
+from slr.training.algorithms import Algorithm
+
+
+def overlaps_of(C: np.ndarray) -> np.ndarray:
+    """The five overlaps (R, 5) ``kappa, nu, theta, eta, rho`` of canonical coordinates (R, 2, 4) on ``(k*, v*, e1, e2)``."""
+    k, v = C[:, 0], C[:, 1]
+    return np.stack([k[:, 0], v[:, 1], v[:, 0], k[:, 1], (k * v).sum(-1)], axis=-1)
+
+
+def canonical_of(o: np.ndarray) -> np.ndarray:
+    """Canonical coordinates (R, 2, 4) of unit ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` with the given
+    overlaps (R, 5); overlaps that no pair of unit vectors has are brought to the nearest that one does (``a``, ``c``
+    clipped at 0, then both vectors renormalised)."""
+    kappa, nu, theta, eta, rho = o.T
+    a = np.sqrt(np.maximum(1.0 - kappa**2 - eta**2, 0.0))
+    b = np.where(a > 1e-12, (rho - kappa * theta - eta * nu) / np.maximum(a, 1e-12), 0.0)
+    c = np.sqrt(np.maximum(1.0 - theta**2 - nu**2 - b**2, 0.0))
+    C = np.zeros((len(o), 2, 4))
+    C[:, 0, 0], C[:, 0, 1], C[:, 0, 2] = kappa, eta, a
+    C[:, 1, 0], C[:, 1, 1], C[:, 1, 2], C[:, 1, 3] = theta, nu, b, c
+    return C / np.sqrt((C * C).sum(-1))[..., None]
+
+
+class SGDLimit(Algorithm):
+    """``R`` repeats of the limit ODE from their initial overlaps (``V = 0``), advanced between logged steps by a BDF
+    solver with the Jacobian's block-diagonal sparsity (repeats are independent). ``lr = delta/d`` and ``t = step/d``,
+    so ``train.steps``, ``train.lr`` and the ``lam`` schedule mean what they mean for the chain."""
+
+    stochastic = False  # no Monte Carlo test risk: the logged excess is E R over the fluctuation
+    kernel = "ode"
+
+    def __init__(self, task: Task, C0: np.ndarray, *, lr: float, batch_size: int, schedule: Callable[[int], float],
+                 correction: bool = True, rtol: float = 1e-6, atol: float = 1e-9):
+        self.eval_task, self.kind, self.schedule = ReducedTask.of(task, 4), ERF, schedule
+        self.model = sgd_limit.LimitModel(d=task.d, M=task.M, L=task.L, gamma=task.gamma, eps=task.eps,
+                                          delta=lr * task.d, B=batch_size, correction=correction)
+        self.y = np.concatenate([overlaps_of(np.asarray(C0, dtype=np.float64)), np.zeros((len(C0), 1))], axis=1)
+        self.rtol, self.atol, self.evaluations, self.solver_steps = rtol, atol, 0, 0
+        self._sparsity = block_diag([np.ones((6, 6))] * len(self.y))
+        self._h = None
+
+    @property
+    def KV(self) -> np.ndarray:
+        """Canonical coordinates (R, 2, 4) at the mean overlaps (for the final evaluation of the predictor)."""
+        C = canonical_of(self.y[:, :5])
+        C[~np.isfinite(self.y).all(1)] = np.nan
+        return C
+
+    def overlaps(self) -> dict[str, np.ndarray]:
+        o = self.y[:, :5]
+        return dict(kappa=o[:, 0], nu=o[:, 1], theta=o[:, 2], eta=o[:, 3], rho=o[:, 4],
+                    norm_k=np.ones(len(o)), norm_v=np.ones(len(o)))
+
+    def fluctuation(self) -> np.ndarray:
+        """``V`` (R,), the variance of ``m = M theta`` across runs of the chain at the current time."""
+        return self.y[:, 5].copy()
+
+    def expected_excess(self, lam: float) -> np.ndarray:
+        """``E R`` (R,) over the fluctuation of ``m`` (:func:`slr.theory.sgd_limit.expected_excess`)."""
+        m = self.model
+        return sgd_limit.expected_excess(lam, self.y, d=m.d, L=m.L, gamma=m.gamma, M=m.M)
+
+    def discard(self, mask: np.ndarray) -> None:
+        self.y[mask] = np.nan
+
+    def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
+        """Integrate from step ``t`` to ``t + len(lams)`` (``lam`` from the schedule, in continuous time)."""
+        d, R = self.model.d, len(self.y)
+        live = np.isfinite(self.y).all(1)
+        at = np.full(R, -1, dtype=np.int64)
+        if not live.any() or len(lams) == 0:
+            return t + len(lams), at
+        n = int(live.sum())
+        sparsity = self._sparsity if n == R else block_diag([np.ones((6, 6))] * n)
+
+        def rhs(tau, yflat):
+            self.evaluations += 1
+            return sgd_limit.limit_rhs(yflat.reshape(n, 6), self.schedule(tau * d), self.model).ravel()
+
+        sol = solve_ivp(rhs, (t / d, (t + len(lams)) / d), self.y[live].ravel(), method="BDF", rtol=self.rtol,
+                        atol=self.atol, jac_sparsity=sparsity, first_step=self._h)
+        if not sol.success:
+            raise RuntimeError(f"the SGD-limit ODE solver failed between steps {t} and {t + len(lams)}: {sol.message}")
+        self.solver_steps += sol.t.size - 1
+        if sol.t.size > 1:
+            self._h = min(float(np.diff(sol.t)[-1]), len(lams) / d)
+        self.y[live] = sol.y[:, -1].reshape(n, 6)
+        return t + len(lams), at
