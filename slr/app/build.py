@@ -33,7 +33,8 @@ def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
 
         lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
         return SGDLimit(task, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
-                        schedule=lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate), correction=tc.ode_correction)
+                        schedule=lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate), correction=tc.ode_correction,
+                        horizon=tc.steps)
     gen = torch_generator(cfg.seed, "train", task.device)
     if tc.simulator == "reduced":
         return ReducedSGD(task, kind, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,

@@ -31,7 +31,7 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI
 
 
-OUTER_NODES = 48  # over the projection on k (erf of it is not a polynomial)
+OUTER_NODES = 64  # over the projection on k (erf of it is not a polynomial)
 INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
 _ZO, _WO = _hermite(OUTER_NODES)
 _ZI, _WI = _hermite(INNER_NODES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.integrate import solve_ivp
 from scipy.sparse import block_diag
 
 from slr.core.predictors import ERF
@@ -44,14 +43,14 @@ class SGDLimit(Algorithm):
     kernel = "ode"
 
     def __init__(self, task: Task, C0: np.ndarray, *, lr: float, batch_size: int, schedule: Callable[[int], float],
-                 correction: bool = True, rtol: float = 1e-6, atol: float = 1e-9):
+                 correction: bool = True, horizon: int = 0, rtol: float = 1e-6, atol: float = 1e-9):
         self.eval_task, self.kind, self.schedule = ReducedTask.of(task, 4), ERF, schedule
         self.model = sgd_limit.LimitModel(d=task.d, M=task.M, L=task.L, gamma=task.gamma, eps=task.eps,
                                           delta=lr * task.d, B=batch_size, correction=correction)
         self.y = np.concatenate([overlaps_of(np.asarray(C0, dtype=np.float64)), np.zeros((len(C0), 1))], axis=1)
         self.rtol, self.atol, self.evaluations, self.solver_steps = rtol, atol, 0, 0
-        self._sparsity = block_diag([np.ones((6, 6))] * len(self.y))
-        self._h = None
+        self.horizon = int(horizon)  # steps: how far one solver runs before it is restarted
+        self._solver, self._t, self._live = None, 0, None
 
     @property
     def KV(self) -> np.ndarray:
@@ -76,27 +75,39 @@ class SGDLimit(Algorithm):
 
     def discard(self, mask: np.ndarray) -> None:
         self.y[mask] = np.nan
+        self._solver = None
 
     def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
-        """Integrate from step ``t`` to ``t + len(lams)`` (``lam`` from the schedule, in continuous time)."""
+        """Integrate from step ``t`` to ``t + len(lams)`` (``lam`` from the schedule, in continuous time). One BDF
+        solver runs on to ``horizon`` steps across calls; the state at a logged step is read from its dense output."""
         d, R = self.model.d, len(self.y)
-        live = np.isfinite(self.y).all(1)
         at = np.full(R, -1, dtype=np.int64)
+        end = t + len(lams)
+        live = np.isfinite(self.y).all(1)
         if not live.any() or len(lams) == 0:
-            return t + len(lams), at
-        n = int(live.sum())
-        sparsity = self._sparsity if n == R else block_diag([np.ones((6, 6))] * n)
+            return end, at
+        if self._solver is None or self._t != t or end > self._solver.t_bound * d or not np.array_equal(live, self._live):
+            self._start(t, max(end, self.horizon), live)
+        sol = self._solver
+        while sol.t < end / d:
+            message = sol.step()
+            self.solver_steps += 1
+            if sol.status == "failed":
+                raise RuntimeError(f"the SGD-limit ODE solver failed near step {sol.t * d:.0f}: {message}")
+        y = sol.dense_output()(end / d) if sol.t > end / d else sol.y
+        self.y[live] = y.reshape(-1, 6)
+        self._t = end
+        return end, at
+
+    def _start(self, t: int, until: int, live: np.ndarray) -> None:
+        from scipy.integrate import BDF
+
+        d, n = self.model.d, int(live.sum())
 
         def rhs(tau, yflat):
             self.evaluations += 1
             return sgd_limit.limit_rhs(yflat.reshape(n, 6), self.schedule(tau * d), self.model).ravel()
 
-        sol = solve_ivp(rhs, (t / d, (t + len(lams)) / d), self.y[live].ravel(), method="BDF", rtol=self.rtol,
-                        atol=self.atol, jac_sparsity=sparsity, first_step=self._h)
-        if not sol.success:
-            raise RuntimeError(f"the SGD-limit ODE solver failed between steps {t} and {t + len(lams)}: {sol.message}")
-        self.solver_steps += sol.t.size - 1
-        if sol.t.size > 1:
-            self._h = min(float(np.diff(sol.t)[-1]), len(lams) / d)
-        self.y[live] = sol.y[:, -1].reshape(n, 6)
-        return t + len(lams), at
+        self._solver = BDF(rhs, t / d, self.y[live].ravel(), until / d, rtol=self.rtol, atol=self.atol,
+                           jac_sparsity=block_diag([np.ones((6, 6))] * n))
+        self._t, self._live = t, live
