@@ -4,7 +4,7 @@ section "Online SGD: the high-dimensional limit").
 Time is ``t = step/d``. The state of one run is the mean of the five overlaps and ``V``, the variance of the fast
 variable ``m = M theta`` (``M <v, k*>``), which fluctuates by O(1) from step to step at every ``d``:
 
-    d o/dt = delta F(o) + delta^2 C(o)        (both averaged over the two sigma points o +- sqrt(V)/M (0,0,1,0,kappa))
+    d o/dt = delta E F(o) + delta^2 C(o)     (E: over the two sigma points o +- sqrt(V)/M (0,0,1,0,kappa); C at the mean)
     dV/dt  = d [((1 - dm a1)^2 + dm^2 Var(A)/B - 1) V + dm^2 Var(beta_J0)/B],     dm = delta (M^2/d) (1 - theta^2)
 
 ``F`` is the gradient flow's overlap drift, ``C`` the second-order term of the normalisation ``1/|k - lr g|`` (the
@@ -73,9 +73,13 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     ex = (...,) + (None,) * 3
     shape = kappa.shape
 
-    def E(f, w):  # the quadrature: f (..., outer, inner, inner) against the weights w
+    def E(f, w):  # the quadrature: f (..., outer, inner, inner) against the weights w (summed where f is constant)
+        f = np.asarray(f)
+        trail = f.shape[f.ndim - 3:]
+        axes = tuple(i for i in range(3) if trail[i] == 1 and w.shape[i] > 1)
+        w = w.sum(axes, keepdims=True) if axes else w
         f = np.broadcast_to(f, shape + w.shape)
-        return f.reshape(*shape, -1) @ np.broadcast_to(w, w.shape).reshape(-1)
+        return f.reshape(*shape, -1) @ w.reshape(-1)
 
     # informative token: axes (..., outer, inner_v, inner_w)
     z = zo[:, None, None]
@@ -95,7 +99,7 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     EA, EAW, EA2 = E(e * b, W3), E(e * b * w, W3), E((e * b) ** 2, W3)
     # noise token: axes (..., outer, inner, 1)
     yn = zi[None, :, None]
-    Wn = wo[:, None, None] * wi[None, :, None] * (np.arange(INNER_NODES) == 0)[None, None, :]  # one inner axis
+    Wn = wo[:, None, None] * wi[None, :, None]  # (outer, inner, 1)
     an = z + 0.0 * yn
     bn = rho[ex] * z + l11[ex] * yn
     en = erf(lam_ * an)
@@ -160,13 +164,24 @@ def second_order(o: np.ndarray, mo: SampleMoments, *, d: int, M: float, B: int) 
 
 
 def sigma_points(y: np.ndarray, M: float) -> np.ndarray:
-    """The two points (2, ..., 5) ``o +- sqrt(V)/M (0, 0, 1, 0, kappa)``: ``theta`` and the part ``kappa theta`` of
-    ``rho`` that follows it (both move with ``v``'s step along ``k*``), at the variance ``V`` of ``m = M theta``."""
-    o, V = y[..., :5], np.maximum(y[..., 5], 0.0)
+    """The two points (2, ..., 5) ``o +- sqrt(|V|)/M (0, 0, 1, 0, kappa)``: ``theta`` and the part ``kappa theta`` of
+    ``rho`` that follows it (both move with ``v``'s step along ``k*``), at the variance ``V`` of ``m = M theta``.
+    Averages over them are ``f(o) + c V`` for the cubic polynomials in ``theta`` they are used on; see
+    :func:`sigma_mean` for ``V < 0`` (a solver's trial step)."""
+    o, V = y[..., :5], np.abs(y[..., 5])
     u = np.zeros_like(o)
     u[..., 2], u[..., 4] = 1.0, o[..., 0]
     s = (np.sqrt(V) / M)[..., None] * u
     return np.stack([o + s, o - s])
+
+
+def sigma_mean(values: np.ndarray, centre: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``E f`` from ``f`` at the two sigma points (``values``, (2, ...)) and at the mean (``centre``): their average,
+    which is ``f(o) + c V``; for ``V < 0`` (points at ``sqrt(-V)``) the same line continued, ``2 f(o) - average``,
+    so that the right-hand side is smooth in ``V`` through 0 as the solver's Jacobian assumes."""
+    avg = values.mean(0)
+    neg = (V < 0).reshape(V.shape + (1,) * (avg.ndim - V.ndim))
+    return np.where(neg, 2.0 * centre - avg, avg)
 
 
 class LimitModel(NamedTuple):
@@ -190,14 +205,14 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
         out[:, :5] = p.delta * overlap_drift(lam, y[:, :5], M=p.M, L=p.L, gamma=p.gamma)
         return out
     pts = np.concatenate([sigma_points(y, p.M), y[None, :, :5]])  # (3, R, 5): the sigma points and the mean
-    F = overlap_drift(lam, pts[:2], M=p.M, L=p.L, gamma=p.gamma).mean(0)
-    mo = sample_moments(lam, *np.moveaxis(pts, -1, 0), M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)
-    C = second_order(pts[:2], SampleMoments(*(x[:2] for x in mo)), d=p.d, M=p.M, B=p.B).mean(0)
+    V, o = y[:, 5], y[:, :5]
+    F = overlap_drift(lam, pts, M=p.M, L=p.L, gamma=p.gamma)  # (3, R, 5)
+    mo = sample_moments(lam, *o.T, M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)  # (R,): at the mean
     out = np.empty_like(y)
-    out[:, :5] = p.delta * F + p.delta**2 * C
-    theta, V = y[:, 2], np.maximum(y[:, 5], 0.0)
+    out[:, :5] = p.delta * sigma_mean(F[:2], F[2], V) + p.delta**2 * second_order(o, mo, d=p.d, M=p.M, B=p.B)
+    theta = y[:, 2]
     dm = p.delta * (p.M**2 / p.d) * (1.0 - theta**2)
-    a1, varA, varb = mo.A1[2], (mo.A2[2] - mo.A1[2] ** 2) / p.B, (mo.beta2[2] - mo.beta[2] ** 2) / p.B
+    a1, varA, varb = mo.A1, (mo.A2 - mo.A1**2) / p.B, (mo.beta2 - mo.beta**2) / p.B
     out[:, 5] = p.d * (((1.0 - dm * a1) ** 2 + dm**2 * varA - 1.0) * V + dm**2 * varb)
     return out
 
@@ -205,5 +220,6 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
 def expected_excess(lam: float, y: np.ndarray, *, d: int, L: int, gamma: float, M: float) -> np.ndarray:
     """``E R`` over the fluctuation of ``m``: the mean of the excess at the two sigma points (exact: ``R`` is a
     quadratic polynomial in ``theta`` and ``rho``)."""
-    pts = sigma_points(y, M)
-    return erf_excess(lam, *np.moveaxis(pts, -1, 0), d=d, L=L, gamma=gamma, signal=M).mean(0)
+    pts = np.concatenate([sigma_points(y, M), y[None, ..., :5]])
+    R = erf_excess(lam, *np.moveaxis(pts, -1, 0), d=d, L=L, gamma=gamma, signal=M)
+    return sigma_mean(R[:2], R[2], y[..., 5])

@@ -43,7 +43,7 @@ class SGDLimit(Algorithm):
     kernel = "ode"
 
     def __init__(self, task: Task, C0: np.ndarray, *, lr: float, batch_size: int, schedule: Callable[[int], float],
-                 correction: bool = True, horizon: int = 0, rtol: float = 1e-6, atol: float = 1e-9):
+                 correction: bool = True, horizon: int = 0, rtol: float = 1e-4, atol: float = 1e-6):
         self.eval_task, self.kind, self.schedule = ReducedTask.of(task, 4), ERF, schedule
         self.model = sgd_limit.LimitModel(d=task.d, M=task.M, L=task.L, gamma=task.gamma, eps=task.eps,
                                           delta=lr * task.d, B=batch_size, correction=correction)
