@@ -8,7 +8,7 @@
 
 Measures (single torch thread, as in every job):
   sgd_reduced_vs_full  time per online-SGD step, paper configuration (d=80, L=10, 30 repeats, batch 5):
-                       full simulator (float32 tokens) over the exact reduced one (SPEC 6)       target >= 10
+                       full simulator (float32 tokens) over the exact reduced one (docs/reduction.md) target >= 10
                        (reduced: the compiled kernel, many steps per call; numpy_us: its numpy fallback)
   sgd_reduced_vs_full_300  the same with 300 repeats
   sgd_reduced_d        reduced SGD step at d=100000 over d=80                                    target <= 1.3
@@ -27,7 +27,11 @@ Measures (single torch thread, as in every job):
                        defaults, d_model=16): a loop over the repeats over one vmap over their stacked parameters,
                        at experiment=transformer's batch (32) and a large one (256), d=20 L=5 and d=80 L=10,
                        8 and 30 repeats
-  paper                the five presets of SPEC 5 through scripts/reproduce_paper.py (2 jobs): wall time,
+  flow_sphere_1e9      the gradient flow (train=flow) of 30 repeats from the sphere at d=1e9 to convergence (every
+                       Riemannian gradient norm below grad_tol): at lam=0.1 (grad_tol 1e-8) and at lam=auto
+                       (grad_tol 1e-12); wall seconds, solver steps and evaluations                  target <= 5 s
+  paper                the paper's five presets (docs/training.md) through scripts/reproduce_paper.py (2 jobs): wall
+  time,
                        per-experiment seconds and steps per second                               target <= 15 s
 Results are printed and written to outputs/bench/<date>_<time>.json.
 """
@@ -127,6 +131,29 @@ def bench_pgd(steps: int) -> dict:
             "pgd_compiled_vs_numpy": dict(compiled_us=t_red * 1e6, numpy_us=t_numpy * 1e6, ratio=t_numpy / t_red)}
 
 
+def bench_flow() -> dict:
+    import math
+
+    from slr.theory import best_oracle_lam
+    from slr.training.algorithms import lam_schedule, train
+    from slr.training.flow import GradientFlow, default_atol
+
+    d, L = 10**9, 10
+    task = ReducedTask(d, L, GAMMA)
+    out = {}
+    for name, lam, tol in (("lam_0.1", 0.1, 1e-8), ("lam_auto", best_oracle_lam(d=d, L=L, gamma=GAMMA)[0], 1e-12)):
+        C0 = init_sphere(30, d, numpy_generator(0, "init"))
+        start = time.perf_counter()
+        flow = GradientFlow(task, C0, lr=1000.0, M=task.M, L=L, gamma=GAMMA, horizon=1e11,
+                            atol=default_atol(d), grad_tol=tol)
+        train(flow, steps=10**8, log_every=10**8, schedule=lam_schedule("constant", lam, 0.0), log=lambda *a: [])
+        info = flow.details()
+        out[name] = dict(seconds=time.perf_counter() - start, converged=info["converged"],
+                         flow_time=max(info["converged_at_time"]), solver_steps=info["solver_steps"],
+                         rhs=info["evaluations"]["rhs"], jacobians=info["evaluations"]["jacobian"])
+    return {"flow_sphere_1e9": out}
+
+
 def bench_zeta() -> dict:
     from scipy.integrate import quad
     from scipy.special import erf
@@ -175,7 +202,7 @@ def loop(algo, steps, log_every, lam):
 
 scale = float(sys.argv[1])
 task = Task(400, 10, G, seed=0)
-reduced = ReducedTask.of(task, 4) if hasattr(ReducedTask, "of") else task.reduced(4)  # before 8297cc3: Task.reduced
+reduced = ReducedTask.of(task, 4)
 pgd = PopulationPGD(reduced, init_sphere(30, 400, numpy_generator(0, "init")), lr=4e-3, M=task.M,
                     L=10, gamma=G)
 out = dict(slr=slr.__file__, pgd_us=loop(pgd, int(3000 * scale), 200, 0.1) * 1e6)
@@ -302,7 +329,7 @@ def main(argv=None) -> int:
     results["load_before"] = os.getloadavg()
     print(f"[bench] load average: {results['load_before']}", flush=True)
     for name, fn in [("sgd", lambda: bench_sgd(args.steps)), ("pgd", lambda: bench_pgd(args.steps)),
-                     ("zeta", bench_zeta), ("modules", lambda: bench_modules(args.steps))]:
+                     ("zeta", bench_zeta), ("flow", bench_flow), ("modules", lambda: bench_modules(args.steps))]:
         print(f"[bench] {name} ...", flush=True)
         results.update(fn())
     print("[bench] steps (training loop, logging off) ...", flush=True)
@@ -340,6 +367,8 @@ def report(results: dict) -> None:
     for key in ("sgd_reduced_vs_full", "sgd_reduced_vs_full_300", "sgd_reduced_d", "pgd_reduced_vs_full",
                 "pgd_compiled_vs_numpy", "zeta_quadrature", *sorted(k for k in results if k.startswith("modules_"))):
         print(f"{key:<24}", fmt(results[key]))
+    for k, r in results.get("flow_sphere_1e9", {}).items():
+        print(f"{'flow_sphere_1e9 ' + k:<24}", fmt(r))
     for section in ("steps", "job", "startup", "paper"):
         for k, r in results.get(section, {}).items():
             print(f"{section + ' ' + k:<24}", fmt(r))

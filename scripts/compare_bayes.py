@@ -15,8 +15,8 @@ Further sweep folders contribute their trained predictor only. Failed, running a
 
 Asymptotic references (``--asymptotic``; on by itself for a sweep over ``task.d`` at ``predictor.lam=auto``, such as
 ``experiment=sweep_d_asymptotic``): the small-lam law of the best oracle ``(4(L-1)/pi)(u*+1)/d ~ (L-1) ln d / d``
-(SPEC 8, ``theory.oracle_asymptotic_excess``) and the excess of the swapped critical point ``k = ±v*`` at each job's
-lam (``slr.landscape.swapped_point``), both exact, drawn dashed.
+(``docs/closed-forms.md#6-the-best-oracle-lam``, ``theory.oracle_asymptotic_excess``) and the excess of the swapped
+critical point ``k = ±v*`` at each job's lam (``slr.landscape.swapped_point``), both exact, drawn dashed.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Reproduce the paper's five training-dynamics experiments (SPEC 5) and collect their figures in one place.
+"""Reproduce the paper's five training-dynamics experiments (``docs/training.md#the-papers-five-experiments``) and
+collect their figures in one place.
 
     python scripts/reproduce_paper.py                 # all five, full scale, 2 parallel jobs
     python scripts/reproduce_paper.py --jobs 1        # one after the other

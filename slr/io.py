@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 METRIC_COLUMNS = ("step", "repeat", "lam", "kappa", "nu", "theta", "eta", "rho", "norm_k", "norm_v", "dist_to_M",
-                  "excess", "test_excess", "train_loss")
+                  "excess", "test_excess", "test_excess_se", "train_loss")
 
 
 def plain(x: Any) -> Any:

@@ -1,7 +1,8 @@
 """Independent computations shared by the correctness tests: vectors with prescribed overlaps, chunked Monte Carlo
 means with standard errors, a direct Bayes posterior, and an importance-sampling estimate of the Bayes excess.
 
-Nothing here calls the formulas under test; each quantity is written from its definition (SPEC 1-3).
+Nothing here calls the formulas under test; each quantity is written from its definition
+(``docs/task-and-predictors.md``, ``docs/bayes.md``).
 """
 from __future__ import annotations
 

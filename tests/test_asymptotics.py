@@ -1,5 +1,5 @@
-"""Small-``lam`` asymptotics of the oracle (SPEC 8) against the exact closed form, and the best oracle ``lam`` where it
-is far below any fixed search bound.
+"""Small-``lam`` asymptotics of the oracle (``docs/closed-forms.md#6-the-best-oracle-lam``) against the exact closed
+form, and the best oracle ``lam`` where it is far below any fixed search bound.
 
 With ``u = lam^2 d``: ``excess ~ (2 gamma^2/pi) e^-u / u + (4(L-1)/pi) u / d``, minimised at ``u*`` solving
 ``u* = ln(gamma^2 d / (2(L-1))) - ln u*``, where it is ``(4(L-1)/pi)(u* + 1)/d``. The exact best excess

@@ -1,6 +1,6 @@
-"""The Bayes-optimal estimator as the reference (SPEC 1-3): paired excess over Bayes, the Bayes excess by plain and
-Rao-Blackwellised Monte Carlo and by importance sampling, against each other, an independent importance sampler
-and the closed-form upper bound."""
+"""The Bayes-optimal estimator as the reference (``docs/bayes.md``): paired excess over Bayes, the Bayes excess by plain
+and Rao-Blackwellised Monte Carlo and by importance sampling, against each other, an independent importance sampler and
+the closed-form upper bound."""
 import math
 
 import numpy as np
@@ -85,7 +85,8 @@ def test_trained_predictor_improved(comparison_d20):
 # ----- the Bayes excess itself ------------------------------------------------------------------------------------
 def test_bayes_excess_d10_plain_against_rao_blackwell():
     """At d=10 (L=10, gamma^2=0.5): the plain estimator ``mean (f* - W)^2`` with an independently written posterior
-    against the library's Rao-Blackwellised estimate ``mean Var(W|X)``, and against SPEC's "about 0.11"."""
+    against the library's Rao-Blackwellised estimate ``mean Var(W|X)``, and against the reference value 0.109
+    (``docs/bayes.md#3-why-plain-monte-carlo-goes-blind-near-d--60``)."""
     task = Task(10, L, GAMMA, seed=3)
 
     def plain(batch):
@@ -97,7 +98,7 @@ def test_bayes_excess_d10_plain_against_rao_blackwell():
     rb, rb_se = mc_excess(BayesOptimal.of(task), task, 100_000, seed=5)
     assert within(p, p_se, rb, rb_se), (p, p_se, rb, rb_se)
     assert rb_se < p_se  # Rao-Blackwellisation reduces the variance
-    assert abs(rb - 0.109) < Z4 * rb_se  # SPEC 3's reference value (0.1087 +- 0.0002 by 2e6 reduced samples)
+    assert abs(rb - 0.109) < Z4 * rb_se  # docs/bayes.md's reference value (0.1087 +- 0.0002 by 2e6 reduced samples)
 
 
 @pytest.mark.parametrize("predictor", ["oracle", "bayes"])
@@ -121,7 +122,8 @@ def test_mc_excess_rejects_unknown_estimator():
 @pytest.mark.parametrize("d,n_mc", [(10, 200_000), (40, 1_000_000)])
 def test_importance_sampling_against_plain_monte_carlo(d, n_mc):
     """``bayes_excess_is`` against ordinary (Rao-Blackwellised, dimension-free) Monte Carlo and against an
-    independently written importance sampler: about 0.109 at d=10 and 1e-4 at d=40 (SPEC 3)."""
+    independently written importance sampler: about 0.109 at d=10 and 1e-4 at d=40
+    (``docs/bayes.md#3-why-plain-monte-carlo-goes-blind-near-d--60``)."""
     task = Task(d, L, GAMMA, seed=9)
     is_, is_se = bayes_excess_is(task, 2**16, seed=10)
     mc, mc_se = mc_excess(BayesOptimal.of(task), task, n_mc, seed=11, simulator="reduced")

@@ -1,9 +1,9 @@
 """The compiled kernels against the numpy steps they replace, their Gaussian source and their build.
 
 Reduced SGD (slr/_reduced_step.c): the kernel and the numpy step draw the same numbers from the same numpy bit
-generator, so their trajectories agree up to float32 rounding; the statistical tests of SPEC 6 (test_reduced.py)
-check the chain itself against the full simulator. PGD (slr/_pgd_step.c): the kernel repeats the numpy step
-operation by operation with the same elementary functions, so on the reduced form the iterates are the same.
+generator, so their trajectories agree up to float32 rounding; the statistical tests of ``docs/reduction.md``
+(test_reduced.py) check the chain itself against the full simulator. PGD (slr/_pgd_step.c): the kernel repeats the numpy
+step operation by operation with the same elementary functions, so on the reduced form the iterates are the same.
 """
 import json
 import logging
@@ -127,7 +127,7 @@ def test_the_kernel_draws_the_same_stream_as_numpy():
 
 
 # ----- PGD ------------------------------------------------------------------------------------------------------
-PGD_PRESETS = {  # the four GD presets of SPEC 5: (lam0, lr, init, schedule)
+PGD_PRESETS = {  # the four GD presets of docs/training.md#the-papers-five-experiments: (lam0, lr, init, schedule)
     "paper_gd_manifold": (0.1, 4e-3, init_manifold, "constant"),
     "paper_gd_sphere_large_lambda": (0.9, 1e-3, init_sphere, "constant"),
     "paper_gd_sphere_small_lambda": (0.1, 4e-3, init_sphere, "constant"),

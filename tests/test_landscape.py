@@ -1,6 +1,6 @@
-"""The landscape of SPEC 8 against independent computations: the second partials of the risk and the Riemannian
-gradient and Hessian on the spheres against finite differences of ``theory.erf_excess`` (evaluated in ``R^d`` from
-raw vectors, several ``d``, including the out-of-span block and its multiplicity), critical points, symmetries,
+"""The landscape (``docs/landscape.md``) against independent computations: the second partials of the risk and the
+Riemannian gradient and Hessian on the spheres against finite differences of ``theory.erf_excess`` (evaluated in ``R^d``
+from raw vectors, several ``d``, including the out-of-span block and its multiplicity), critical points, symmetries,
 descent along negative directions, basins, and ``slr-landscape`` end to end."""
 from __future__ import annotations
 
@@ -107,15 +107,17 @@ def fd_riemannian(k, v, ks, vs, lam, L, h=2e-4):
 @pytest.mark.parametrize("d,lam,kind", [(6, 0.7, "generic"), (9, 0.3, "generic"), (16, 0.15, "generic"),
                                         (12, 0.4, "k in span{k*, v*}")])
 def test_riemannian_gradient_and_hessian_against_finite_differences_in_R_d(d, lam, kind):
-    """SPEC 8 in reduced coordinates (6x6 Hessian plus the 2x2 out-of-span block with multiplicity d - 4) gives the
-    full spectrum of the Hessian of the risk on S^(d-1) x S^(d-1), computed here from raw vectors in R^d."""
+    """The reduced coordinates of ``docs/landscape.md#2-riemannian-gradient-and-hessian-exact-for-any-d`` (6x6 Hessian
+    plus the 2x2 out-of-span block with multiplicity d - 4) gives the full spectrum of the Hessian of the risk on
+    S^(d-1) x S^(d-1), computed here from raw vectors in R^d."""
     rng = np.random.default_rng(d)
     L = 5
     ks, vs = random_frame(d, rng)
     k, v = unit(rng.standard_normal(d)), unit(rng.standard_normal(d))
     if kind != "generic":
         k = unit(0.6 * ks - 0.8 * vs)
-    # SPEC 8 formulas in R^d: grad_k = R_kappa k* + R_eta v* + R_rho v, grad_v = R_nu v* + R_theta k* + R_rho k
+    # docs/landscape.md's formulas in R^d:
+    # grad_k = R_kappa k* + R_eta v* + R_rho v, grad_v = R_nu v* + R_theta k* + R_rho k
     o = np.array([k @ ks, v @ vs, v @ ks, k @ vs, k @ v])
     M = math.sqrt(d / 2)
     _, g5, _ = theory.ErfRiskJet(lam, M=M, L=L, gamma=GAMMA)(*o)
@@ -281,6 +283,19 @@ def test_basin_assignment_is_complete(landscape_cfg, tmp_path):
     np.testing.assert_allclose(se, np.sqrt(f * (1 - f) / 60))
 
 
+def test_basins_by_the_flow_leave_no_end_point_unassigned(landscape_cfg, tmp_path):
+    """With few PGD steps the end points are still travelling; the flow (same starts, then lam held) runs to a
+    gradient norm of 1e-9 and every end point lands on a listed minimum (docs/dynamics.md)."""
+    short = [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=200", "landscape.basin_repeats=24"]
+    pgd = run(landscape_cfg(*short), out_dir=tmp_path / "pgd")
+    flow = run(landscape_cfg(*short, "landscape.basin_dynamics=flow"), out_dir=tmp_path / "flow")
+    assert pgd["basins"]["unassigned"] > 0
+    assert flow["status"] == "ok" and flow["basins"]["unassigned"] == 0 and flow["flow"]["converged"] == 24
+    assert flow["basins"]["median_grad_norm"] <= 1e-7  # at the reported (interpolated, projected) end points
+    t = pd.read_csv(tmp_path / "flow" / "critical_points.csv")
+    assert (t.loc[t["basin_count"] > 0, "index"] == 0).all()
+
+
 def test_assign_uses_the_symmetry_classes():
     ls = make_landscape(0.1, d=50, L=5)
     pts = critical_points(ls, {"spec8": spec8_seeds()})
@@ -319,6 +334,8 @@ def test_landscape_lam_auto(landscape_cfg, tmp_path):
     (["landscape.basin_repeats=-1"], "landscape.basin_repeats"),
     (["landscape.starts=-2"], "landscape.starts"),
     (["landscape.grad_tol=0"], "landscape.grad_tol"),
+    (["landscape.basin_dynamics=sgd"], "landscape.basin_dynamics"),
+    (["landscape.flow_grad_tol=0"], "landscape.flow_grad_tol"),
     (["train.noise=-0.1"], "train.noise"),
     (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),
     (["train=sgd"], "train"),

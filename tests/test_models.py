@@ -1,5 +1,5 @@
-"""Torch modules on the task (issue 13, SPEC 9): the transformer, the user-module contract, stacked training, the
-attention diagnostic, and the refusals of broken modules and of options that do not apply to a module."""
+"""Torch modules on the task (issue 13, ``docs/transformer.md``): the transformer, the user-module contract, stacked
+training, the attention diagnostic, and the refusals of broken modules and of options that do not apply to a module."""
 from __future__ import annotations
 
 import json
@@ -121,8 +121,9 @@ def _randomise(model: nn.Module, seed: int = 1) -> None:
 
 
 def test_effective_directions_without_norm_make_it_softmax_attention():
-    """One block, one head, no MLP, no norm: T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c (SPEC 9), c the same
-    for every X; the model's own attention equals those softmax weights."""
+    """One block, one head, no MLP, no norm: T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c
+    (``docs/transformer.md#the-transformer-and-tx``), c the same for every X; the model's own attention equals those
+    softmax weights."""
     model = Transformer(9, 6, d_model=5).double()
     _randomise(model)
     key, value = model.effective_directions()

@@ -1,4 +1,5 @@
-"""Population PGD (SPEC 4): sphere, invariant manifold, gradient, monotone risk, and the paper's first outcome."""
+"""Population PGD (``docs/training.md#pgd-on-the-population-risk``): sphere, invariant manifold, gradient, monotone
+risk, and the paper's first outcome."""
 import numpy as np
 import pytest
 
@@ -82,7 +83,8 @@ def test_risk_is_non_increasing_for_a_small_step():
 
 
 def test_from_the_manifold_runs_align_to_the_oracle():
-    """SPEC 5, first experiment at reduced repeats: |nu| -> 1, |kappa| ~ 0.98, excess -> the oracle's at lam=0.1."""
+    """The first of ``docs/training.md#the-papers-five-experiments`` at reduced repeats: |nu| -> 1, |kappa| ~ 0.98,
+    excess -> the oracle's at lam=0.1."""
     algo, task = make_pgd(d=400, L=10, R=5, init=init_manifold, lr=4e-3)
     for _ in range(20000):
         algo.step(0.1)

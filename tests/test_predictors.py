@@ -1,5 +1,6 @@
-"""Predictors of SPEC 2 against direct loop computations, batching over repeats, the Bayes posterior against the
-likelihood ratio written out, least squares on a planted model, and the training gradient against autograd."""
+"""Predictors (``docs/task-and-predictors.md#2-the-predictors``) against direct loop computations, batching over
+repeats, the Bayes posterior against the likelihood ratio written out, least squares on a planted model, and the
+training gradient against autograd."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""The five paper presets (SPEC 5): their composed configs, and a shrunk run of each through run(cfg)."""
+"""The five paper presets (``docs/training.md#the-papers-five-experiments``): their composed configs, and a shrunk run
+of each through run(cfg)."""
 import json
 
 import pandas as pd

@@ -1,5 +1,5 @@
-"""Exact dimension-free simulation (SPEC 6) against the full-d simulation: evaluation sampler, population PGD,
-online SGD (projected and not), the initialisations and their embedding in R^d."""
+"""Exact dimension-free simulation (``docs/reduction.md``) against the full-d simulation: evaluation sampler, population
+PGD, online SGD (projected and not), the initialisations and their embedding in R^d."""
 import math
 
 import numpy as np
@@ -194,10 +194,11 @@ def test_reduced_sgd_one_step_law():
     ``|k'|^2``, ``|v'|^2``, ``<k',v'>``, of the new vectors' coordinates on ``k*``, ``v*`` and of the squares of
     all these agree within 4 s.e.
 
-    A large step makes the out-of-span part of the update (the Wishart draw of SPEC 6) a large share of the
-    new norms: a wrong number of degrees of freedom (d-8 instead of d-4, or d-3 instead of d-5 for v's second
-    Bartlett entry) fails here, while the long-run test above cannot see it. (One degree of freedom less in v's
-    out-of-span part, e.g. a dropped off-diagonal Bartlett entry, is below this test's resolution.)
+    A large step makes the out-of-span part of the update (the Wishart draw of
+    ``docs/reduction.md#4-online-sgd-as-an-exact-markov-chain``) a large share of the new norms: a wrong number of
+    degrees of freedom (d-8 instead of d-4, or d-3 instead of d-5 for v's second Bartlett entry) fails here, while the
+    long-run test above cannot see it. (One degree of freedom less in v's out-of-span part, e.g. a dropped off-diagonal
+    Bartlett entry, is below this test's resolution.)
     """
     d, L, R, B, lr, lam = 30, 4, 20_000, 4, 0.1, 1.0
     task = Task(d, L, GAMMA, eps=0.1, seed=0)

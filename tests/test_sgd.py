@@ -1,5 +1,5 @@
-"""Online SGD (SPEC 4): the projection keeps unit norms, the stochastic gradient is unbiased for the closed-form
-population gradient, the manifold initialisation, and a short run that learns."""
+"""Online SGD (``docs/training.md#online-sgd``): the projection keeps unit norms, the stochastic gradient is unbiased
+for the closed-form population gradient, the manifold initialisation, and a short run that learns."""
 import math
 
 import numpy as np
@@ -53,10 +53,11 @@ def test_reduced_sgd_stays_on_the_sphere():
 
 
 @pytest.mark.parametrize("projected", [True, False])
-def test_full_sgd_step_is_the_spec_update(projected):
-    """One step of ``FullSGD`` against the update written from SPEC 4 on the same batch (the generator's state is
-    copied): ``grad`` of ``mean_b (T(X_b) - y_b)^2`` by autograd, then ``k <- (k - lr g)/||k - lr g||`` with
-    ``g = grad - <k, grad> k`` (same for ``v``), or ``k <- k - lr grad`` unprojected."""
+def test_full_sgd_step_is_the_written_update(projected):
+    """One step of ``FullSGD`` against the update written from ``docs/training.md#online-sgd`` on the same batch (the
+    generator's state is copied): ``grad`` of ``mean_b (T(X_b) - y_b)^2`` by autograd, then
+    ``k <- (k - lr g)/||k - lr g||`` with ``g = grad - <k, grad> k`` (same for ``v``), or ``k <- k - lr grad``
+    unprojected."""
     lr, lam, R, B = 0.2, 0.8, 5, 6
     algo, task = make_full(d=9, L=3, R=R, lr=lr, B=B, projected=projected)
     KV = algo.KV.clone()

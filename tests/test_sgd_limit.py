@@ -16,7 +16,8 @@ from slr.core.task import Task
 from slr.theory import erf_excess, erf_moments, zeta
 from slr.theory import sgd_limit as sl
 from slr.training.algorithms import ReducedSGD
-from slr.training.sgd_limit import SGDLimit, canonical_of, overlaps_of
+from slr.theory.flow import canonical_coordinates as canonical_of, overlaps_of
+from slr.training.sgd_limit import SGDLimit
 
 GAMMA = math.sqrt(0.5)
 POINT = dict(kappa=0.3, nu=0.5, theta=0.05, eta=0.1, rho=0.2)
@@ -86,7 +87,7 @@ def test_overlap_drift_is_the_riemannian_gradient_flow():
     # the excess of k/|k|, v/|v| has no radial part: its gradient is already tangent
     dk, dv = -grad[0], -grad[1]
     expected = [dk[0], dv[1], dv[0], dk[1], dk @ v + k @ dv]
-    F = sl.overlap_drift(lam, np.array(list(POINT.values())), M=math.sqrt(d / 2), L=10, gamma=GAMMA)
+    F = sl.overlap_drift(np.array(list(POINT.values())), lam, d=d, L=10, gamma=GAMMA)
     np.testing.assert_allclose(F, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -109,7 +110,7 @@ def test_second_order_term_is_the_chain_mean_step():
     chain.advance(0, np.array([lam]))
     do = overlaps_of(chain.KV) - o  # (R, 5)
     lr = delta / d
-    F = sl.overlap_drift(lam, o, M=task.M, L=10, gamma=GAMMA)
+    F = sl.overlap_drift(o, lam, d=d, L=10, gamma=GAMMA)
     mo = sl.sample_moments(lam, *o, M=task.M, gamma=GAMMA, L=10, eps=0.1)
     C = sl.second_order(o, mo, d=d, M=task.M, B=B)
     second = do.mean(0) - lr * F
@@ -168,7 +169,7 @@ def test_without_correction_the_ode_is_the_flow_at_step_delta(make_cfg, tmp_path
                    "train.log_every=100", "train.repeats=2", "train.init=manifold", "eval.n_test=200",
                    "eval.bayes_is=0", "figures=false")
     summary = run(cfg, tmp_path / "run")
-    assert summary["status"] == "ok" and summary["trained"]["kernel"] == "ode"
+    assert summary["status"] == "ok" and summary["trained"]["simulator"] == "ode" and summary["trained"]["solver"] == "BDF"
     from slr.io import read_metrics
 
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
@@ -177,7 +178,7 @@ def test_without_correction_the_ode_is_the_flow_at_step_delta(make_cfg, tmp_path
     o = first[["kappa", "nu", "theta", "eta", "rho"]].to_numpy()
     M = math.sqrt(50)
     for _ in range(20000):  # t from 0 to 2 in steps of 1e-4
-        o = o + 1e-4 * 0.8 * sl.overlap_drift(0.3, o, M=M, L=10, gamma=GAMMA)
+        o = o + 1e-4 * 0.8 * sl.overlap_drift(o, 0.3, d=100, L=10, gamma=GAMMA)
     np.testing.assert_allclose(last[["kappa", "nu", "theta", "eta", "rho"]].to_numpy(), o, atol=2e-3)
 
 

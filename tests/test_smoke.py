@@ -118,7 +118,7 @@ def test_the_summary_says_which_kernel_trained(make_cfg, tmp_path):
 def test_the_app_and_slr_report_start_without_torch_or_matplotlib():
     """Importing the app, composing a config and refusing it load neither torch nor matplotlib (nor pandas, scipy,
     seaborn); slr-report adds pandas (its tables), not torch or matplotlib: ``slr --help``, a config error and
-    ``slr-report`` answer in about a second (README, start-up)."""
+    ``slr-report`` answer in about a second (``docs/throughput.md#5-what-a-run-costs-measured``)."""
     import subprocess
     import sys
 

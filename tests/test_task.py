@@ -1,4 +1,5 @@
-"""The task of SPEC 1: k*, v*, the law of J0, of the tokens and of Y, shapes and validation."""
+"""The task (``docs/task-and-predictors.md#1-single-location-regression``): k*, v*, the law of J0, of the tokens and
+of Y, shapes and validation."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Closed forms of SPEC 3 against independent computations: quadrature, finite differences and Monte Carlo.
+"""Closed forms (``docs/closed-forms.md``) against independent computations: quadrature, finite differences and
+Monte Carlo.
 
 Every Monte Carlo check draws real tokens with ``Task.sample`` and evaluates the predictor from its definition
 (written here, not taken from ``slr.core.predictors``); the tolerance is ``Z4 = 4`` standard errors.
@@ -152,7 +153,7 @@ def monte_carlo(setting):
     ks, vs = task.k_star, task.v_star
     preds = {p: vectors_with_overlaps(task, *POINTS[p], seed=6 + i) for i, p in enumerate(POINTS)}
     preds["oracle-kv*"] = (ks, vs)
-    c_lin = gamma**2 / (gamma**2 + L - 1)  # SPEC 2, written again here
+    c_lin = gamma**2 / (gamma**2 + L - 1)  # docs/closed-forms.md#5-oracle-linear-and-bilinear, written again here
     M = theory.signal_norm(d, signal)
     c_bil = M * gamma**2 / ((M**2 + gamma**2) * gamma**2 + L - 1)
     cols = {name: [] for name in [*preds, "linear", "bilinear"]}
@@ -214,8 +215,9 @@ def test_erf_excess_against_monte_carlo(setting, point):
 @pytest.mark.parametrize("point", MOMENT_POINTS)
 @pytest.mark.parametrize("setting", list(MC_SETTINGS))
 def test_erf_moments_against_monte_carlo(setting, point):
-    """Each moment of SPEC 3 on its own: ``A`` the informative token's term ``erf(lam <X_J0,k>) <X_J0,v>``, ``B`` a
-    noise token's (averaged over the L-1 noise tokens of a sample), ``W = <X_J0, v*>``."""
+    """Each moment of ``docs/closed-forms.md#3-the-five-moments-of-erf-attention`` on its own: ``A`` the informative
+    token's term ``erf(lam <X_J0,k>) <X_J0,v>``, ``B`` a noise token's (averaged over the L-1 noise tokens of a sample),
+    ``W = <X_J0, v*>``."""
     d, L, lam, gamma, signal = MC_SETTINGS[setting]
     kappa, nu, theta, eta, rho, _, _ = POINTS[point]
     _, stats = monte_carlo(setting)
@@ -295,8 +297,9 @@ def test_linear_is_the_best_affine_predictor():
     assert float((resid**2).mean()) - 0.09 == pytest.approx(theory.linear_excess(L, gamma), abs=0.01)
 
 
-def test_reference_numbers_of_the_spec():
-    """SPEC 3 reference shape at L=10, gamma^2=0.5: linear 0.4737, best oracle about 0.067 at d=400."""
+def test_reference_numbers():
+    """The reference numbers of ``docs/closed-forms.md#reference-numbers`` at L=10, gamma^2=0.5: linear 0.4737, best
+    oracle about 0.067 at d=400."""
     gamma = 0.5**0.5
     assert theory.linear_excess(10, gamma) == pytest.approx(0.5 * 9 / 9.5, rel=1e-14)
     assert theory.linear_excess(10, gamma) == pytest.approx(0.4737, abs=1e-4)

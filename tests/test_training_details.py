@@ -122,8 +122,7 @@ def test_the_swapped_point_beats_the_best_oracle_at_d_400():
 def test_logged_test_excess_reuses_one_test_set_and_matches_float64(make_cfg, tmp_path):
     """The logged Monte Carlo excess is computed on one set of test sequences drawn from the ``log`` stream at the start
     (common random numbers): a model that does not move logs the same value at every step, and the value is the float64
-    excess on those sequences up to float32 rounding."""
-    from slr.core.evaluate import excess_on
+    excess on those sequences up to float32 rounding, logged with its standard error over them."""
     from slr.core.predictors import BayesOptimal
     from slr.core.reduced import ReducedTask
 
@@ -138,5 +137,8 @@ def test_logged_test_excess_reuses_one_test_set_and_matches_float64(make_cfg, tm
     batch = task.sample(500, torch_generator(0, "log"), dtype=torch.float64)
     from slr.training.algorithms import init_sphere
     C0 = torch.as_tensor(init_sphere(3, 12, numpy_generator(0, "init")))
-    expected = excess_on(erf_attention(C0[:, 0], C0[:, 1], 0.7), BayesOptimal.of(task), batch.X).mean(-1).numpy()
-    assert np.allclose(per_step.iloc[0].to_numpy(), expected, rtol=1e-5, atol=0)
+    f_star, var = BayesOptimal.of(task).posterior(batch.X)
+    err = (erf_attention(C0[:, 0], C0[:, 1], 0.7).predict(batch.X) - f_star).square() + var  # (3, 500)
+    assert np.allclose(per_step.iloc[0].to_numpy(), err.mean(-1).numpy(), rtol=1e-5, atol=0)
+    se = m.pivot(index="step", columns="repeat", values="test_excess_se").iloc[0].to_numpy()
+    assert np.allclose(se, (err.std(-1) / np.sqrt(500)).numpy(), rtol=1e-4, atol=0)

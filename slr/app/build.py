@@ -1,5 +1,6 @@
-"""The builders of a job: its task and initial points, and the training algorithm of each ``train`` group for
-closed-form attention, or the autograd training of a torch module."""
+"""The builders of a job: its task and initial points, the training algorithm of each ``train`` group for
+closed-form attention, and the autograd training of torch modules (the families of :mod:`slr.app.families` call
+them)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -80,29 +81,35 @@ def build_none(cfg, task, C0, init_rng) -> Algorithm:
     return Frozen(task, kind, embed(C0, task, init_rng).to(task.device))
 
 
-BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none}
+def build_flow(cfg, task, C0, init_rng) -> Algorithm:
+    """The gradient flow (docs/dynamics.md) on the reduced task: no d-dimensional vector is ever made."""
+    from slr.core.reduced import ReducedTask
+    from slr.training.flow import GradientFlow, default_atol
+
+    tc = cfg.train
+    lr = learning_rate(cfg, task.d)
+    eval_task = task if isinstance(task, ReducedTask) else ReducedTask.of(task, 4)
+    atol = tc.atol if tc.atol is not None else default_atol(task.d)
+    return GradientFlow(eval_task, C0, lr=lr, M=task.M, L=task.L, gamma=task.gamma, horizon=lr * tc.steps,
+                        method=tc.method, rtol=tc.rtol, atol=atol,
+                        grad_tol=tc.grad_tol if tc.until_converged else None)
 
 
-def build_module(cfg, task, C0, init_rng) -> Algorithm:
-    """Torch modules (SPEC 9): ``train.repeats`` transformers or user modules, each initialised from its own seed
-    drawn from the init stream, trained online (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
+BUILDERS = {"sgd": build_sgd, "pgd": build_pgd, "erm": build_erm, "none": build_none, "flow": build_flow}
+
+
+def build_module(cfg, task, C0, init_rng, *, name: str) -> Algorithm:
+    """Torch modules (``docs/transformer.md``): ``train.repeats`` modules of ``predictor.model`` (the transformer
+    preset or a user's ``_target_``), each initialised from its own seed drawn from the init stream, trained online
+    (``train=sgd``) or on a fixed set (``train=erm``) by a torch optimiser."""
     import torch
 
-    from slr.models.transformer import Transformer
     from slr.core.seeding import torch_generator
     from slr.training.modules import FixedSetTraining, OnlineTraining, build
 
-    tc, pc = cfg.train, cfg.predictor
-    if pc.name == "transformer":
-        def make():
-            return Transformer(task.d, task.L, d_model=pc.d_model, n_heads=pc.n_heads, n_layers=pc.n_layers,
-                               mlp=pc.mlp, norm=pc.norm, pool=pc.pool)
-        name = "transformer"
-    else:
-        def make():
-            return build_user_module(pc.model, task.d, task.L)
-        name = str(pc.model._target_)
-    modules = build(task, make, tc.repeats, init_rng.integers(0, 2**62, tc.repeats))
+    tc = cfg.train
+    modules = build(task, lambda: build_user_module(cfg.predictor.model, task.d, task.L), tc.repeats,
+                    init_rng.integers(0, 2**62, tc.repeats))
     torch.manual_seed(int(init_rng.integers(0, 2**62)))  # a module drawing random numbers (dropout) reproduces too
     kw = dict(optimizer=tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay, steps=tc.steps,
               warmup_steps=tc.warmup_steps, lr_decay=tc.lr_decay, generator=torch_generator(cfg.seed, "train", task.device),
@@ -122,9 +129,15 @@ def job_task(cfg: DictConfig, repeats: int):
     from slr.core.task import Task
     from slr.training.algorithms import INITS
 
+    from slr.core.reduced import ReducedTask
+
     torch.set_num_threads(cfg.threads)
-    task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
-                axes=cfg.task.axes, device=cfg.device)
+    if cfg.train.algo == "flow":  # no d-vectors at any d: the task seen on (k*, v*, e1, e2)
+        task = ReducedTask(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, device=cfg.device,
+                           seed=cfg.seed)
+    else:
+        task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
+                    axes=cfg.task.axes, device=cfg.device)
     init_rng = numpy_generator(cfg.seed, "init")
     return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
 

@@ -37,7 +37,8 @@ CONF_DIR = _conf_dir()
 
 @dataclass
 class TaskConfig:
-    """SPEC 1. ``gamma`` is the informative token's scale (not its square); ``signal: null`` means ``sqrt(d/2)``."""
+    """The task (docs/task-and-predictors.md §1). ``gamma`` is the informative token's scale (not its square); ``signal:
+    null`` means ``sqrt(d/2)``."""
 
     d: int = 80
     L: int = 10
@@ -49,26 +50,12 @@ class TaskConfig:
 
 @dataclass
 class PredictorConfig:
-    """The trained predictor (SPEC 2): erf or softmax attention with inverse temperature ``lam`` (its initial value);
+    """The trained predictor (docs/task-and-predictors.md §2): erf or softmax attention with inverse temperature ``lam``
+    (its initial value);
     ``lam: auto`` is the oracle's best ``lam`` for the task (``theory.best_oracle_lam``, erf only)."""
 
     name: str = "erf"
     lam: Any = 1.0  # a number > 0, or "auto" (checked by check(); OmegaConf has no float-or-string type)
-
-
-@dataclass
-class TransformerConfig:
-    """A standard transformer on the tokens (SPEC 9, :class:`slr.models.transformer.Transformer`): ``n_layers`` blocks of
-    ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``; pre-LayerNorm when
-    ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the tokens' mean (``mean``)."""
-
-    name: str = "transformer"
-    d_model: int = 16
-    n_heads: int = 1
-    n_layers: int = 1
-    mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
-    norm: str = "none"  # pre | none
-    pool: str = "query"  # query | mean
 
 
 @dataclass
@@ -81,8 +68,25 @@ class ModuleConfig:
 
 
 @dataclass
+class TransformerConfig(ModuleConfig):
+    """The transformer preset (``docs/transformer.md``): a module whose ``model._target_`` is
+    :class:`slr.models.transformer.Transformer`, built from these fields (``conf/predictor/transformer.yaml``):
+    ``n_layers`` blocks of ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``;
+    pre-LayerNorm when ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the
+    tokens' mean (``mean``)."""
+
+    name: str = "transformer"
+    d_model: int = 16
+    n_heads: int = 1
+    n_layers: int = 1
+    mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
+    norm: str = "none"  # pre | none
+    pool: str = "query"  # query | mean
+
+
+@dataclass
 class TrainConfig:
-    """Fields shared by every algorithm (SPEC 4)."""
+    """Fields shared by every algorithm (docs/training.md)."""
 
     algo: str = MISSING
     steps: int = 2000
@@ -144,6 +148,24 @@ class ERMConfig(TrainConfig):
 
 
 @dataclass
+class FlowConfig(TrainConfig):
+    """The population gradient flow (erf attention), an ODE in the five overlaps integrated by a stiff solver at
+    flow time ``t = lr x step`` (docs/dynamics.md). ``until_converged``: stop once every repeat's Riemannian gradient
+    norm is at most ``grad_tol`` (``steps`` is then a cap)."""
+
+    algo: str = "flow"
+    simulator: str = "reduced"  # the evaluator's sampler: the flow has no d-dimensional state
+    steps: int = 20000
+    lr: float = 0.004
+    log_every: int = 200
+    method: str = "BDF"  # BDF | Radau | LSODA (scipy.integrate, analytic Jacobian)
+    rtol: float = 1e-8
+    atol: Optional[float] = None  # null: 1e-9/sqrt(d), a billionth of the overlaps of a start uniform on the sphere
+    until_converged: bool = False
+    grad_tol: Optional[float] = None
+
+
+@dataclass
 class NoTrainConfig(TrainConfig):
     """No training: evaluate the predictor at its initialisation (``init: oracle`` by default)."""
 
@@ -179,7 +201,8 @@ class Config:
 
 @dataclass
 class LandscapeConfig:
-    """``slr-landscape`` (SPEC 8): Newton starts, tolerances, and the PGD runs whose end points are assigned to basins."""
+    """``slr-landscape`` (docs/landscape.md): Newton starts, tolerances, and the PGD runs whose end points are assigned
+    to basins."""
 
     starts: int = 256  # Newton from points uniform on S^3 x S^3 (the reduced coordinates)
     pgd_starts: int = 32  # Newton also from the end points of this many PGD runs (train settings) when basin_repeats=0
@@ -190,6 +213,9 @@ class LandscapeConfig:
     zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
     assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
     path_points: int = 101  # points on the geodesic from the oracle to the swapped point
+    basin_dynamics: str = "pgd"  # pgd: train.steps of PGD | flow: the gradient flow to convergence (docs/dynamics.md)
+    flow_grad_tol: float = 1e-9  # basin_dynamics=flow: integrate until every Riemannian gradient norm is below this
+    flow_time: float = 1e9  # basin_dynamics=flow: flow time allowed after PGD's lr x steps (lam held at its end value)
 
 
 @dataclass
@@ -208,7 +234,7 @@ class LandscapeAppConfig:
     figures: bool = True
 
 
-TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig}
+TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig, "flow": FlowConfig}
 INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.training.algorithms.INITS (checked by a test), here so that
 # validating a config does not import torch
 
@@ -224,11 +250,11 @@ def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
 
 PREDICTOR_SCHEMAS = {"erf": PredictorConfig, "softmax": PredictorConfig, "transformer": TransformerConfig,
                      "module": ModuleConfig}
-MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr/train_modules.py)
+MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr.app.families.Module)
 
 
 def is_module(cfg: DictConfig) -> bool:
-    """Whether the run trains a torch module (SPEC 9) rather than (k, v) attention."""
+    """Whether the run trains a torch module (docs/transformer.md) rather than (k, v) attention."""
     return OmegaConf.select(cfg, "predictor.name") in MODULE_PREDICTORS
 
 
@@ -323,6 +349,60 @@ class Validate(Callback):
         except ConfigError as err:
             print(err, file=sys.stderr)
             sys.exit(2)
+
+
+_CONVERTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def compose_refusal(exc: BaseException, args: list[str]) -> ConfigError | None:
+    """Hydra's own refusal of the command line (a value of the wrong type, an unknown key, an unknown option of a
+    group, an override that does not parse) as a :class:`ConfigError` naming the field; None for any other error.
+    ``args``: the command line's overrides, from which the value given is quoted."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    def given(key: str):
+        for arg in args:
+            name, eq, value = arg.lstrip("+~").partition("=")
+            if eq and name == key:
+                return value
+        return None
+
+    cause = exc.__cause__
+    if isinstance(exc, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException) \
+            and getattr(cause, "full_key", None):
+        key, first = str(cause.full_key), str(cause).splitlines()[0]
+        converted = re.search(r"converted to (\w+)", first)
+        if converted:
+            what = _CONVERTED.get(converted.group(1), f"of type {converted.group(1)}")
+            return ConfigError(key, given(key), f"{what} ({first})")
+        parent, _, leaf = key.rpartition(".")
+        return ConfigError(key, given(key), f"absent: {parent or 'the config'} has no field {leaf!r} (check the "
+                           "spelling; `slr --help` prints every option with its default)")
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        found = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        if found:
+            group, option = found.groups()
+            options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+            return ConfigError(group, option, "one of " + ", ".join(options) if options else "an existing option")
+        return ConfigError("the config", None, f"an existing config ({text.splitlines()[0]})")
+    if isinstance(exc, (OverrideParseException, ConfigCompositionException)):
+        bad = next((a for a in args if not _parses(a)), None) or next((a for a in args if a in str(exc)), None)
+        name, _, value = (bad or "override").lstrip("+~").partition("=")
+        why = " ".join(str(exc).split()).split(" See ")[0][:200]
+        return ConfigError(name, value or bad, f"key=value in Hydra's override grammar ({why})")
+    return None
+
+
+def _parses(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_overrides([arg])
+        return True
+    except Exception:
+        return False
 
 
 def _number(cfg: DictConfig, key: str, *, low: float | None = None, low_open: bool = False,
@@ -429,6 +509,8 @@ def check(cfg: DictConfig) -> None:
     if algo == "pgd" and cfg.predictor.name != "erf":
         raise ConfigError("predictor", cfg.predictor.name, "erf with train=pgd: only erf attention has a "
                           "closed-form population risk to descend (use train=sgd or train=erm for softmax)")
+    if algo == "flow":
+        _flow(cfg)
     if algo == "erm" and cfg.train.simulator == "reduced":
         raise ConfigError("train.simulator", "reduced", "full with train=erm: a fixed training set pulls k and v "
                           "out of any low-dimensional span, so ERM has no exact reduced form")
@@ -470,6 +552,30 @@ def _ode(cfg: DictConfig) -> None:
                           "overlaps, not d-dimensional vectors)")
 
 
+def _flow(cfg: DictConfig) -> None:
+    """``train=flow``: erf attention only, the reduced evaluator, a solver, tolerances, and a gradient tolerance with
+    ``until_converged``."""
+    tc = cfg.train
+    if cfg.predictor.name != "erf":
+        raise ConfigError("predictor", cfg.predictor.name, "erf with train=flow: the gradient flow integrates the ODE of "
+                          "the overlaps of erf attention's closed-form risk; softmax attention and torch modules have "
+                          "none (train them with train=sgd or train=erm)")
+    if tc.simulator != "reduced":
+        raise ConfigError("train.simulator", tc.simulator, "reduced with train=flow: the flow has no d-dimensional "
+                          "state, and its predictor is evaluated on the exact dimension-free sampler")
+    _choice(cfg, "train.method", ("BDF", "Radau", "LSODA"))
+    _number(cfg, "train.rtol", low=0, low_open=True)
+    _number(cfg, "train.atol", low=0, low_open=True, optional=True,
+            what="a finite number > 0, or null for 1e-9/sqrt(d)")
+    if tc.rtol >= 0.1:
+        raise ConfigError("train.rtol", tc.rtol, "a finite number in (0, 0.1): a relative tolerance of the solver")
+    _number(cfg, "train.grad_tol", low=0, low_open=True, optional=True,
+            what="a finite number > 0 (the Riemannian gradient norm at which a repeat counts as converged), or null")
+    if tc.until_converged and tc.grad_tol is None:
+        raise ConfigError("train.grad_tol", None, "a finite number > 0 with train.until_converged=true: the flow stops "
+                          "once every repeat's Riemannian gradient norm is at most train.grad_tol (e.g. 1e-8)")
+
+
 def _predictor_lam(cfg: DictConfig) -> None:
     """``predictor.lam`` of erf or softmax attention: a number > 0, or ``auto`` for erf."""
     if OmegaConf.select(cfg, "predictor.lam") != "auto":
@@ -492,8 +598,9 @@ def check_landscape(cfg: DictConfig) -> None:
         _number(cfg, f"landscape.{key}", low=0, integer=True)
     _number(cfg, "landscape.newton_iter", low=1, integer=True)
     _number(cfg, "landscape.path_points", low=2, integer=True)
-    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol"):
+    for key in ("grad_tol", "dedup_tol", "zero_tol", "assign_tol", "flow_grad_tol", "flow_time"):
         _number(cfg, f"landscape.{key}", low=0, low_open=True)
+    _choice(cfg, "landscape.basin_dynamics", ("pgd", "flow"))
 
 
 class ValidateLandscape(Validate):
@@ -531,7 +638,8 @@ def _predictor_schema(cfg: DictConfig) -> None:
 
 
 def _module_training(cfg: DictConfig) -> None:
-    """Torch modules (SPEC 9): their options, what of the training applies to them, and a probe of a user's module.
+    """Torch modules (docs/transformer.md): their options, what of the training applies to them, and a probe of a user's
+    module.
     For (k, v) attention: the torch-optimiser options stay at their defaults (they apply to modules only)."""
     tc, algo = cfg.train, cfg.train.algo
     extras = {"weight_decay": 0.0, "warmup_steps": 0, "lr_decay": "constant"}

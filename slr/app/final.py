@@ -11,29 +11,27 @@ import numpy as np
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
+    from slr.core.predictors import AttentionKind
     from slr.core.task import Task
     from slr.training.algorithms import Algorithm
 
 
-def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, alive: np.ndarray,
-                   timings: dict | None = None) -> dict:
-    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms; ``timings``
-    receives how long the importance-sampling Bayes excess took and whether it came from the cache."""
-    import torch
-
+def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[AttentionKind, float],
+                   alive: np.ndarray) -> tuple[dict, dict]:
+    """Monte Carlo excess risks (with standard errors and paired excess over Bayes) and closed forms of the trained
+    predictor's live repeats, of the oracle attention ``(kind, lam)`` and of every baseline; returns them with the
+    timings (how long the importance-sampling Bayes excess took and whether it came from the cache)."""
     from slr import theory
     from slr.core import evaluate
     from slr.core.bayes_cache import bayes_excess_is_log10
-    from slr.core.predictors import ATTENTION_KINDS, ERF, SOFTMAX, Attention, Bilinear, Linear, erf_attention
+    from slr.core.predictors import ERF, Attention, Bilinear, Linear, erf_attention
     from slr.core.reduced import ReducedTask
 
-    timings = {} if timings is None else timings
+    timings: dict = {}
+    kind, lam = oracle
     eval_task = algo.eval_task
     simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
     best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
-    kind = ATTENTION_KINDS.get(cfg.predictor.name)
-    if kind is None:  # a torch module (SPEC 9): its oracle is softmax attention at Bayes's M/gamma^2 (exact at gamma=1)
-        kind, lam = SOFTMAX, task.M / task.gamma**2
     baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
         "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
         "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
@@ -44,14 +42,7 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
               "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal))}
     if kind is ERF:
         closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal))
-    predictors = dict(baselines)
-    if alive.any() and algo.kind is None:  # a torch module
-        predictors = {"trained": algo.predictor(select=alive), **baselines}
-    elif alive.any():
-        trained = algo.predictor(lam)
-        sel = torch.as_tensor(alive, device=trained.k.device)
-        predictors = {"trained": type(trained)(trained.k[sel], trained.v[sel], lam, trained.kind, trained.name),
-                      **baselines}
+    predictors = {"trained": algo.predictor(lam, select=alive), **baselines} if alive.any() else dict(baselines)
     for i, p in enumerate(algo.fitted_baselines()):
         predictors["least_squares" if i == 0 else f"fitted_{i}"] = p
     if simulator == "reduced" and not isinstance(eval_task, ReducedTask):
@@ -70,7 +61,7 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
                          per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
         if key in closed:
             entry["closed_form"] = closed[key]
-        if row.attention_on_J0 is not None:  # mean weight on the informative token (SPEC 9)
+        if row.attention_on_J0 is not None:  # mean weight on the informative token (docs/transformer.md)
             att = np.asarray(row.attention_on_J0)
             entry["attention_on_J0"] = float(np.median(att))
             if att.ndim > 0:
@@ -87,7 +78,28 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, lam: float, ali
         out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
                             importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se,
                             upper_bound_log10=bound_log10)
-    return out
+    return out, timings
+
+
+def logged_vs_final(rows: list[dict], trained: dict | None, step: int, n_log: int, n_test: int) -> str | None:
+    """A warning when the test excess logged at the last step (mean over repeats, on the ``n_log`` logged
+    sequences) and the final evaluation of the same models (on ``n_test`` others) differ by more than three
+    standard errors of their difference (the logged one: the root mean square of the repeats'); None when they agree
+    or either is missing. The per-sequence excess is heavy-tailed, so a small logged set can miss the rare
+    misattributed sequences that the final evaluation sees (``docs/throughput.md`` §4)."""
+    last = [r for r in rows if r["step"] == step and r.get("test_excess") is not None]
+    if trained is None or not last:
+        return None
+    logged = float(np.mean([r["test_excess"] for r in last]))
+    se_log = math.sqrt(float(np.mean([r.get("test_excess_se", math.nan) ** 2 for r in last])))
+    se = math.sqrt(se_log**2 + trained["se"] ** 2)
+    if not math.isfinite(logged) or not math.isfinite(se) or abs(logged - trained["mc"]) <= 3.0 * se:
+        return None
+    return (f"the test excess logged at step {step} ({logged:.4g} ± {se_log:.2g}, mean over repeats on "
+            f"train.log_test_size={n_log} sequences) and the final evaluation ({trained['mc']:.4g} ± "
+            f"{trained['se']:.2g} on eval.n_test={n_test}) differ by {abs(logged - trained['mc']) / se:.1f} standard "
+            f"errors: the logged curve misses rare large errors; raise train.log_test_size (e.g. to {n_test}) for a "
+            "curve that agrees with the table")
 
 
 def _mean_se(per_repeat: np.ndarray, pooled_mc_se: float) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from slr.app.config import ConfigError, digest
+from slr.app.config import ConfigError, compose_refusal, digest
 from slr.io import read_json, write_json
 
 log = logging.getLogger("slr")
@@ -43,12 +43,14 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
     and on any exception record status ``failed`` with the error (the traceback goes to the log) before re-raising.
     Returns the summary."""
     check_config(cfg)
-    out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
-    out.mkdir(parents=True, exist_ok=True)
-    import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the clock starts
-    t_start = time.perf_counter()
-    summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
-    write_json(out / "summary.json", summary)
+    with logged_before_the_run(what):
+        out = Path(out_dir) if out_dir is not None else (_hydra_output_dir() or Path.cwd())
+        out.mkdir(parents=True, exist_ok=True)
+        import slr.core.evaluate, slr.training.algorithms  # noqa: E401,F401  the job's modules (torch...), before the
+                                                           # clock starts
+        t_start = time.perf_counter()
+        summary: dict = dict(status="running", name=cfg.name, config_digest=digest(cfg))
+        write_json(out / "summary.json", summary)
     try:
         body(cfg, out, summary, t_start)
     except BaseException as exc:  # record the failure, keep what was written, and let the caller see it
@@ -59,9 +61,18 @@ def run_in_folder(cfg: DictConfig, out_dir: str | Path | None, check_config, bod
             write_json(out / "summary.json", summary)
         except Exception:  # the summary itself does not serialise: keep its essentials
             write_json(out / "summary.json", {k: summary[k] for k in ("status", "name", "config_digest", "error")})
-        exc.slr_recorded = True  # main() need not report it again
         raise
     return summary
+
+
+@contextlib.contextmanager
+def logged_before_the_run(command: str):
+    """Log a failure (with its traceback) of what runs before a run folder records its own failures; re-raise it."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed before the run started", command)
+        raise
 
 
 def finished_before(cfg: DictConfig, out: Path) -> dict | None:
@@ -85,7 +96,8 @@ def _terminate(signum, frame) -> None:
 def job_exits(cfg: DictConfig, command: str):
     """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
     failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
-    log, which the console shows too); Ctrl-C (exit 130) and, outside multiruns, SIGTERM (exit 143) are recorded as
+    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists); Ctrl-C (exit
+    130) and, outside multiruns, SIGTERM (exit 143) are recorded as
     status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
     exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the
     signals."""
@@ -100,12 +112,10 @@ def job_exits(cfg: DictConfig, command: str):
             raise
         print(err, file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:
+    except Exception:
         if _in_multirun():
             raise
-        if not getattr(exc, "slr_recorded", False):  # failed before run_in_folder() could record it
-            log.exception("%s failed before the run started", command)
-        sys.exit(1)  # Hydra would print the traceback a second time
+        sys.exit(1)  # logged already (run_in_folder, logged_before_the_run); Hydra would print the traceback again
     except KeyboardInterrupt as exc:
         if _in_multirun():
             raise
@@ -113,3 +123,35 @@ def job_exits(cfg: DictConfig, command: str):
         print(f"{command}: {how}; summary.json records status failed", file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
 
+
+
+@contextlib.contextmanager
+def compose_errors_refused(command: str):
+    """How ``slr`` and ``slr-landscape`` refuse a command line that Hydra cannot compose (``task.d=1e3``,
+    ``figures.png=true``, ``predictor=foo``): like every other bad input, one :class:`ConfigError` paragraph naming
+    the field on stderr, exit code 2, no run folder. ``HYDRA_FULL_ERROR`` makes Hydra raise its errors instead of
+    printing them; any other error is handed back to Hydra's own report (``HYDRA_FULL_ERROR`` set by the user
+    keeps its meaning)."""
+    from hydra._internal.utils import run_and_report
+
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    if ours:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except Exception as exc:
+        err = compose_refusal(exc, [a for a in sys.argv[1:] if not a.startswith("-")])
+        if err is not None:
+            print(err, file=sys.stderr)
+            sys.exit(2)
+        if not ours:
+            raise
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        def again():
+            raise exc
+
+        run_and_report(again)  # Hydra's report of its other errors (a multirun's failed jobs...): exit 1
+    finally:
+        if ours:
+            os.environ.pop("HYDRA_FULL_ERROR", None)

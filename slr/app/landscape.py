@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from slr.app.build import build_pgd, job_task
 from slr.app.config import CONF_DIR, check_landscape, figure_formats, initial_lam, learning_rate
-from slr.app.job import job_exits, run_in_folder, show_progress
+from slr.app.job import compose_errors_refused, job_exits, run_in_folder, show_progress
 from slr.core.seeding import numpy_generator
 from slr.io import write_json
 from slr.landscape.critical import (LABELS, CriticalPoints, Landscape, assign, basin_table, critical_points,
@@ -35,6 +35,28 @@ def pgd_end_points(cfg: DictConfig, repeats: int, schedule) -> np.ndarray:
           progress=show_progress())
     o = algo.overlaps()
     return from_overlaps(np.stack([o[k] for k in OVERLAPS], -1))
+
+
+def flow_end_points(cfg: DictConfig, repeats: int, schedule) -> tuple[np.ndarray, dict]:
+    """End points (R, 2, 4) of the gradient flow (docs/dynamics.md) from the same ``repeats`` starts as
+    :func:`pgd_end_points`: PGD's ``lam`` schedule over its flow time ``lr x steps``, then ``lam`` held at its end value
+    until every repeat's Riemannian gradient norm is at most ``landscape.flow_grad_tol`` (or ``landscape.flow_time``
+    more has passed). Also returns the integration's record."""
+    import math
+
+    from slr.core.reduced import ReducedTask
+    from slr.training.algorithms import INITS, train
+    from slr.training.flow import GradientFlow, default_atol
+
+    tc, lc, d = cfg.train, cfg.landscape, cfg.task.d
+    task = ReducedTask(d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal)
+    C0 = INITS[tc.init](repeats, d, numpy_generator(cfg.seed, "init"))  # the starts of job_task()
+    lr = learning_rate(cfg, d)
+    total = tc.steps + math.ceil(lc.flow_time / lr)
+    flow = GradientFlow(task, C0, lr=lr, M=task.M, L=task.L, gamma=task.gamma, horizon=lr * total,
+                        atol=default_atol(d), grad_tol=lc.flow_grad_tol)
+    train(flow, steps=total, log_every=total, schedule=lambda t: schedule(min(t, tc.steps)), log=lambda *a: [])
+    return from_overlaps(flow.o), flow.details()
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
@@ -65,7 +87,11 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     repeats = lc.basin_repeats or lc.pgd_starts
     t0 = time.perf_counter()
     ends = np.zeros((0, 2, 4))
-    if repeats:
+    flow_record = None
+    if repeats and lc.basin_dynamics == "flow":
+        ends, flow_record = flow_end_points(cfg, repeats, schedule)
+        seeds["flow"] = ends
+    elif repeats:
         ends = seeds["pgd"] = pgd_end_points(cfg, repeats, schedule)
     t_pgd = time.perf_counter()
     points = critical_points(ls, seeds, grad_tol=lc.grad_tol, max_iter=lc.newton_iter, dedup_tol=lc.dedup_tol,
@@ -76,7 +102,10 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     summary["newton"] = dict(starts={k: len(x) for k, x in seeds.items()}, converged=int(table["seeds"].sum()),
                              critical_points=len(table), minima=int((table["index"] == 0).sum()))
     summary["pgd"] = dict(repeats=repeats, steps=tc.steps, lr=learning_rate(cfg, d), lam_schedule=tc.lam_schedule,
-                          dtype=tc.dtype, noise=tc.noise, simulator=tc.simulator, init=tc.init)
+                          dtype=tc.dtype, noise=tc.noise, simulator=tc.simulator, init=tc.init,
+                          dynamics=lc.basin_dynamics)
+    if flow_record is not None:
+        summary["flow"] = {k: v for k, v in flow_record.items() if not isinstance(v, list)}
     if lc.basin_repeats:
         rows, dist = assign(points, ends, lc.assign_tol)
         count, frac, se, unassigned = basin_table(rows, len(table))
@@ -159,7 +188,8 @@ def main() -> None:
 
         print(f"slr-landscape {__version__}")
         return
-    app()
+    with compose_errors_refused("slr-landscape"):
+        app()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="slr_landscape", version_base="1.3")

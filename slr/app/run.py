@@ -14,12 +14,14 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.app.build import BUILDERS, build_module, job_task
-from slr.app.config import CONF_DIR, check, figure_formats, initial_lam, is_module, learning_rate
-from slr.app.final import evaluate_final
-from slr.app.job import _hydra_output_dir, finished_before, job_exits, run_in_folder, show_progress
-from slr.io import METRIC_COLUMNS, MetricsWriter, write_json
-from slr.results.tables import _lam_text, alignment_line, attention_line, comparison_table
+from slr.app.build import job_task
+from slr.app.config import CONF_DIR, check, figure_formats, learning_rate
+from slr.app.families import family_of
+from slr.app.final import evaluate_final, logged_vs_final
+from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, logged_before_the_run,
+                         run_in_folder, show_progress)
+from slr.io import MetricsWriter, write_json
+from slr.results.tables import alignment_line, attention_line, comparison_table
 
 log = logging.getLogger("slr")
 
@@ -30,77 +32,69 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 
 def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
-    from slr import theory
-    from slr.core.predictors import ERF
-    from slr.training.algorithms import OVERLAPS, lam_schedule, train
+    from slr.training.algorithms import OVERLAPS, train
+    from slr.training.logger import StepLogger
 
     tc = cfg.train
+    family = family_of(cfg)
     task, C0, init_rng = job_task(cfg, tc.repeats)
     summary["task"] = dict(d=task.d, L=task.L, gamma=task.gamma, gamma2=task.gamma**2, eps=task.eps, M=task.M)
-    if is_module(cfg):  # a torch module has no lam: predictor.lam and train.lam_schedule do not apply
-        from slr.training.modules import ModuleStepLogger as Logger
+    algo = family.build(task, C0, init_rng)
+    lam_fields, schedule = family.lam(task)
+    summary.update(lam_fields)
+    log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task, family.label, tc.simulator,
+             tc.repeats, tc.steps, out)
+    from slr.training.flow import SolverFailure
 
-        algo = build_module(cfg, task, C0, init_rng)
-        lam0, schedule = None, (lambda t: None)
-        summary["lam"], summary["lam_auto"] = None, False
-    else:
-        from slr.training.logger import StepLogger as Logger
-        algo = BUILDERS[tc.algo](cfg, task, C0, init_rng)
-        lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
-        summary["lam"], summary["lam_auto"] = lam0, cfg.predictor.lam == "auto"  # auto: theory.best_oracle_lam
-        schedule = lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
-    log.info("%s | %s, %s, %s simulator, %d repeats x %d steps -> %s", cfg.name, task,
-             cfg.predictor.name + ("" if is_module(cfg) else " attention"), tc.simulator, tc.repeats, tc.steps, out)
-    columns = getattr(Logger, "COLUMNS", METRIC_COLUMNS)  # from slr.io
-    with MetricsWriter(out / "metrics.csv", columns) as writer:
-        hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
-                     log=Logger(cfg, task, writer), progress=show_progress())
+    with MetricsWriter(out / "metrics.csv", family.columns) as writer:
+        try:
+            hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
+                         log=StepLogger(task, writer, tc.get("log_test_size", 0)), progress=show_progress())
+        except SolverFailure as err:  # the solver's message, not a traceback
+            summary.update(status="failed", error=f"SolverFailure: {err}", trained=dict(algo=tc.algo, **algo.details()))
+            summary["timings"] = dict(total_s=time.perf_counter() - t_start)
+            write_json(out / "summary.json", summary)
+            log.error("%s failed: %s", cfg.name, err)
+            return
     alive = hist.diverged_at < 0
     lam = schedule(hist.steps_done)
     t_train = time.perf_counter()
 
     o = algo.overlaps()
-    summary["trained"] = dict(predictor=f"{cfg.predictor.name} attention", algo=tc.algo, simulator=tc.simulator,
+    fields = family.trained(algo)
+    summary["trained"] = dict(predictor=fields.pop("predictor"), algo=fields.pop("algo"), simulator=tc.simulator,
                               steps_done=hist.steps_done, lam_initial=schedule(0), lam_final=lam,
                               lr=learning_rate(cfg, task.d), repeats=tc.repeats, alive=int(alive.sum()),
-                              diverged_at=hist.diverged_at, kernel=algo.kernel)
-    if tc.simulator == "ode":  # the SGD limit: its solver's work and the fluctuation it carries
-        summary["trained"].update(solver="BDF", evaluations=algo.evaluations, solver_steps=algo.solver_steps,
-                                  delta=algo.model.delta, ode_correction=algo.model.correction,
-                                  fluctuation_V=algo.fluctuation())
-    if algo.kind is None:  # a torch module: its overlaps are those of its effective key and value directions
-        summary["trained"].update(predictor=algo.name, algo=f"{'online' if tc.algo == 'sgd' else 'erm'} {tc.optimizer}",
-                                  optimizer=tc.optimizer, parameters=algo.n_parameters,
-                                  stacked=algo.stack.use_vmap, directions=algo.defines_directions)
+                              diverged_at=hist.diverged_at, kernel=algo.kernel, **fields)
     per = {k: o[k][alive] for k in (*OVERLAPS, "norm_k", "norm_v")}
     per["dist_to_M"] = np.sqrt(per["theta"] ** 2 + per["eta"] ** 2 + per["rho"] ** 2)
     summary["final_overlaps"] = dict(per_repeat=per,
                                      median={k: float(np.median(v)) if v.size else None for k, v in per.items()},
                                      median_abs={k: float(np.median(np.abs(v))) if v.size else None
                                                  for k, v in per.items()})
-    timings: dict = {}
-    excess = evaluate_final(cfg, task, algo, lam, alive, timings)
-    if algo.kind is ERF and alive.any():
-        cf = theory.erf_excess(lam, *(per[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma,
-                               signal=task.signal, norm_k=per["norm_k"], norm_v=per["norm_v"])
+    excess, timings = evaluate_final(cfg, task, algo, family.oracle(task, lam), alive)
+    cf = algo.closed_form_excess(lam, per, task) if alive.any() else None
+    if cf is not None:
         excess["trained"]["closed_form"] = float(np.median(cf))
         excess["trained"]["closed_form_per_repeat"] = cf
     summary["excess"] = excess
     summary["eval"] = dict(n_test=cfg.eval.n_test, simulator=cfg.eval.simulator or tc.simulator)
     t_eval = time.perf_counter()
+    disagreement = logged_vs_final(hist.rows, excess.get("trained"), hist.steps_done, tc.get("log_test_size", 0),
+                                   cfg.eval.n_test)
 
     formats = figure_formats(cfg)
     if formats and hist.rows:
-        from slr.plots.dynamics import dynamics_figure, module_figure, save
+        from slr.plots.dynamics import save
 
         refs = {f"{excess['oracle']['name']}, lam={excess['oracle']['lam']:.3g}": excess["oracle"].get("closed_form", excess["oracle"]["mc"]),
                 "Bayes": excess["bayes"].get("importance_sampling", excess["bayes"]["mc"]),
                 "linear": excess["linear"]["closed_form"]}
-        if algo.kind is None:  # a torch module
-            attention_refs = {"uniform, 1/L": 1.0 / task.L, "Bayes posterior": excess["bayes"].get("attention_on_J0")}
-            fig, _ = module_figure(hist.rows, refs, attention_refs, title=f"{cfg.name}: {task}, {summary['trained']['algo']}")
-        else:
-            fig, _ = dynamics_figure(hist.rows, refs, title=f"{cfg.name}: {task}, {tc.algo}, {_lam_text(schedule(0), lam)}")
+        final = None
+        if "trained" in excess:
+            final = dict(step=hist.steps_done, excess=excess["trained"]["mc"], se=excess["trained"]["se"],
+                         n_test=cfg.eval.n_test)
+        fig, _ = family.figure(hist.rows, refs, excess, task, f"{cfg.name}: {task}", final, (schedule(0), lam))
         save(fig, out / "figures" / "dynamics", formats)
     t_end = time.perf_counter()
     summary["status"] = "diverged" if not alive.all() else "ok"
@@ -110,6 +104,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     if not alive.all():
         log.warning("%d of %d repeats diverged (at steps %s)", (~alive).sum(), len(alive),
                     sorted(set(hist.diverged_at[~alive].tolist())))
+    if disagreement:
+        log.warning("%s", disagreement)
     aligned = alignment_line(summary)
     log.info("\n%s%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
              "" if aligned is None else "\n" + aligned,
@@ -125,7 +121,8 @@ def main() -> float | None:
 
         print(f"slr {__version__}")
         return None
-    return app()
+    with compose_errors_refused("slr"):
+        return app()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -135,8 +132,9 @@ def app(cfg: DictConfig) -> float | None:
     with job_exits(cfg, "slr"):
         if cfg.resume:
             check(cfg)
-            out = _hydra_output_dir() or Path.cwd()
-            prev = finished_before(cfg, out)
+            with logged_before_the_run("slr"):
+                out = _hydra_output_dir() or Path.cwd()
+                prev = finished_before(cfg, out)
             if prev is not None:
                 log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
                 return _trained_excess(prev)

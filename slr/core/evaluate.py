@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from slr.core.predictors import BayesOptimal, Predictor
+from slr.core.predictors import BayesOptimal, Predictor, predict_and_attention
 from slr.core.reduced import ReducedTask, ReducedTokens, span_basis
 from slr.core.seeding import torch_generator
 from slr.core.task import Task
@@ -56,11 +56,13 @@ class Comparison:
     n: int
     pooled_se: float = float("nan")  # Monte Carlo s.e. of the mean over repeats (samples are shared by repeats)
     pooled_over_bayes_se: float = float("nan")
-    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (SPEC 9), if any
+    attention_on_J0: np.ndarray | None = None  # mean attention weight on the informative token (docs/transformer.md),
+                                               # if any
 
 
 def reduce(predictors: Sequence[Predictor], task: Task) -> tuple[list[Predictor], ReducedTask]:
-    """Express predictors in an orthonormal basis of ``span{k*, v*, their vectors}`` and return the reduced task (SPEC 6)."""
+    """Express predictors in an orthonormal basis of ``span{k*, v*, their vectors}`` and return the reduced task
+    (docs/reduction.md §2)."""
     extra = [u for p in predictors for u in p.vectors if u is not task.k_star and u is not task.v_star]
     E = span_basis(task.k_star, task.v_star, *extra)  # (..., d, r)
     if E.shape[-1] > task.d:
@@ -92,20 +94,22 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
         for batch in batches(task, n, generator, chunk):
             f_star, var = predictors[0].posterior(batch.X)
             for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att):
-                d2 = (p.predict(batch.X) - f_star).square()  # (..., m)
+                y, w = predict_and_attention(p, batch.X) if a is not None else (p.predict(batch.X), None)
+                d2 = (y - f_star).square()  # (..., m)
                 ex.add(d2 + var)
                 ov.add(d2)
                 ex_pool.add((d2 + var).reshape(-1, d2.shape[-1]).mean(0))
                 ov_pool.add(d2.reshape(-1, d2.shape[-1]).mean(0))
                 if a is not None:
-                    a.add(on_J0(p.attention(batch.X), batch.J0))
+                    a.add(on_J0(w, batch.J0))
     return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se),
                        None if a is None else a.mean)
             for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att)]
 
 
 def on_J0(weights: torch.Tensor, J0: torch.Tensor) -> torch.Tensor:
-    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,) (SPEC 9)."""
+    """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,)
+    (docs/transformer.md)."""
     idx = J0.to(weights.device).expand(weights.shape[:-1]).unsqueeze(-1)
     return weights.gather(-1, idx).squeeze(-1)
 
@@ -137,18 +141,14 @@ def _scalar(x):
     return float(x) if x.ndim == 0 else x
 
 
-def excess_on(predictor: Predictor, bayes: BayesOptimal, X) -> torch.Tensor:
-    """Per-sample ``(f - f*)^2 + Var(W|X)`` on given tokens: average it over the last axis for the excess risk."""
-    f_star, var = bayes.posterior(X)
-    return (predictor.predict(X) - f_star).square() + var
-
-
 class LoggedTestSet:
     """The test sequences behind the Monte Carlo excess logged during training: ``n`` sequences drawn once from the
     task's ``log`` stream, with their Bayes posterior mean and variance (computed in float64), reused at every logged
     step. The curve of a run then moves only with the model (common random numbers), and a logged step costs one
     prediction, in ``dtype`` (float32 for the attention models: its rounding, 1e-7, is far below the Monte Carlo error
-    of a thousand samples, and it halves the cost)."""
+    of a thousand samples, and it halves the cost). Its standard error is logged beside it: the per-sample excess is
+    heavy-tailed (a rare misattributed sequence costs ``O(M^2)``), so a small set can miss what the final evaluation's
+    larger one sees (``docs/throughput.md`` §4)."""
 
     def __init__(self, task, n: int, seed: int, dtype: torch.dtype = torch.float64):
         generator = torch_generator(seed, "log", task.device)
@@ -161,14 +161,30 @@ class LoggedTestSet:
         self.batch, self.dtype = batch._replace(X=X), dtype
         self.f_star, self.var = f_star.to(dtype), var.to(dtype)
 
-    def excess(self, predictor: Predictor) -> np.ndarray:
-        """Mean of ``(f - f*)^2 + Var(W|X)`` over the test sequences: (R,) for a predictor batched over repeats."""
+    def excess(self, predictor: Predictor, attention: bool = False) -> LoggedExcess:
+        """Mean of ``(f - f*)^2 + Var(W|X)`` over the test sequences and its standard error, each (R,) for a
+        predictor batched over repeats; with ``attention``, the mean weight on ``J0`` as well (one forward pass)."""
         with torch.no_grad():
-            err = (predictor.predict(self.batch.X) - self.f_star).square() + self.var
-            return err.mean(-1, dtype=torch.float64).cpu().numpy()
+            if attention:
+                y, w = predict_and_attention(predictor, self.batch.X)
+            else:
+                y, w = predictor.predict(self.batch.X), None
+            err = (y - self.f_star).square() + self.var
+            n = err.shape[-1]
+            se = err.to(torch.float64).std(-1) / math.sqrt(n) if n > 1 else torch.full(err.shape[:-1], math.nan)
+            on = None if w is None else on_J0(w, self.batch.J0).mean(-1).cpu().numpy()
+            return LoggedExcess(err.mean(-1, dtype=torch.float64).cpu().numpy(), se.cpu().numpy(), on)
 
 
-# ----- Bayes excess by exact importance sampling (SPEC 3) ---------------------------------------------------------
+class LoggedExcess(NamedTuple):
+    """What :meth:`LoggedTestSet.excess` measures: ``excess`` and ``se`` (R,), ``attention_on_J0`` (R,) or None."""
+
+    excess: np.ndarray
+    se: np.ndarray
+    attention_on_J0: np.ndarray | None
+
+
+# ----- Bayes excess by exact importance sampling (docs/bayes.md §4) -------------------------------------------------
 def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
     """Bayes excess ``(L-1) P12 + C(L-1,2) P23`` by importance sampling: ``(mean, standard_error)``.
 
@@ -186,7 +202,8 @@ def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tu
     ``Var(W|X) = sum_{l<l'} pi_l pi_l' (y_l - y_l')^2`` and, by exchangeability, the pairs are (J0, noise) or
     (noise, noise). The two tokens of the pair are drawn from the geometric-mean density
     ``g = N(M k*/(1+gamma^2), 2 gamma^2/(1+gamma^2) I)`` and reweighted; the others from their own laws. Tokens
-    are simulated through their ``k*``, ``v*`` coordinates and squared norm (SPEC 6), so the cost does not depend
+    are simulated through their ``k*``, ``v*`` coordinates and squared norm (docs/reduction.md §2), so the cost does not
+    depend
     on ``d``. Both pair terms are estimated on the same draws; each draw's contribution is kept as a logarithm and
     averaged by log-mean-exp, so the estimate never underflows.
     """
@@ -237,12 +254,3 @@ def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tu
     mean_w = w.mean()
     rel_se = float(w.std() / math.sqrt(w.numel()) / mean_w) if w.numel() > 1 else math.nan
     return float((top + torch.log(mean_w)) / math.log(10.0)), rel_se
-
-
-def table(rows: Iterable[Comparison]) -> str:
-    """A plain-text comparison table (means over repeats)."""
-    lines = [f"{'predictor':<24}{'excess risk':>22}{'excess over Bayes':>26}"]
-    for r in rows:
-        ex, se, ob, obse = (float(np.mean(a)) for a in (r.excess, r.excess_se, r.over_bayes, r.over_bayes_se))
-        lines.append(f"{r.name:<24}{ex:>12.4g} ± {se:<8.2g}{ob:>16.4g} ± {obse:<8.2g}")
-    return "\n".join(lines)

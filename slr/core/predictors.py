@@ -1,9 +1,9 @@
-"""Every predictor of SPEC 2 behind one interface: ``predict(X) -> y_hat`` and a ``name``.
+"""Every predictor of docs/task-and-predictors.md §2 behind one interface: ``predict(X) -> y_hat`` and a ``name``.
 
 ``X`` is a tensor (..., L, d) or :class:`slr.core.reduced.ReducedTokens`; a predictor whose vectors carry leading
 repeat axes (e.g. ``k`` of shape (R, d)) returns (R, ...): ``X`` (n, L, d) gives (R, n), and ``X`` (R, B, L, d)
 gives (R, B). ``in_basis(E)`` re-expresses a predictor in coordinates on an orthonormal basis ``E`` (..., d, r),
-which is how the dimension-free sampler of SPEC 6 evaluates it.
+which is how the dimension-free sampler of docs/reduction.md §2 evaluates it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import scipy.special
 import torch
 
-from slr.theory import TWO_OVER_SQRT_PI, bilinear_coefficient, linear_coefficient
+from slr.theory import OVERLAPS, TWO_OVER_SQRT_PI, bilinear_coefficient, erf_excess, linear_coefficient
 
 
 class Predictor(Protocol):
@@ -24,8 +24,16 @@ class Predictor(Protocol):
     def predict(self, X) -> torch.Tensor: ...
 
 
+def predict_and_attention(p: Predictor, X) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predictions of ``p`` on ``X`` and its attention weights (None for a predictor without ``attention``), from one
+    forward pass when ``p`` has ``predict_and_attention``."""
+    if callable(getattr(p, "predict_and_attention", None)):
+        return p.predict_and_attention(X)
+    return p.predict(X), (p.attention(X) if callable(getattr(p, "attention", None)) else None)
+
+
 class NotReducible(TypeError):
-    """The predictor depends on more of a token than the dimension-free sampler keeps (SPEC 6)."""
+    """The predictor depends on more of a token than the dimension-free sampler keeps (docs/reduction.md §2)."""
 
 
 def project(X, U: torch.Tensor) -> torch.Tensor:
@@ -73,11 +81,16 @@ NUMPY_OPS = Ops(_erf_numpy, np.exp, lambda x: scipy.special.softmax(x, axis=-1))
 
 
 class AttentionKind(NamedTuple):
-    """``T(X) = sum_l w_l <X_l, v>`` with weights ``w`` a function of the scores ``lam <X_l, k>``."""
+    """``T(X) = sum_l w_l <X_l, v>`` with weights ``w`` a function of the scores ``lam <X_l, k>``: its output, its
+    gradients in the projections, its normalised attention weights, and its id in the compiled reduced SGD kernel."""
 
     name: str
     output: Callable  # (pk, pv, lam, ops) -> T
     output_and_grads: Callable  # (pk, pv, lam, ops) -> (T, dT/dpk, dT/dpv)
+    weights: Callable  # scores lam <X_l, k> (..., L) -> normalised weights (..., L), torch
+    kernel_id: int | None  # the ``kind`` argument of ``reduced_step.c`` (None: no compiled step)
+    excess: Callable | None  # (lam, overlaps and norms (R,) each, task) -> closed-form excess (R,); None: no closed
+                             # form
 
 
 def _erf_output(pk, pv, lam, ops=TORCH_OPS):
@@ -102,14 +115,31 @@ def _softmax_output_and_grads(pk, pv, lam, ops=TORCH_OPS):
     return T, lam * pi * (pv - T[..., None]), pi
 
 
-ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads)
-SOFTMAX = AttentionKind("softmax", _softmax_output, _softmax_output_and_grads)
+def _erf_weights(s: torch.Tensor) -> torch.Tensor:
+    """``|erf(s_l)|`` divided by its sum over the tokens (erf weights are signed and unnormalised)."""
+    w = torch.erf(s).abs()
+    return w / w.sum(-1, keepdim=True)
+
+
+def _softmax_weights(s: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(s, dim=-1)
+
+
+def _erf_excess(lam: float, o: dict, task) -> np.ndarray:
+    """The closed-form excess of erf attention at the overlaps and norms ``o`` (``docs/closed-forms.md``)."""
+    return erf_excess(lam, *(o[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma, signal=task.signal,
+                      norm_k=o["norm_k"], norm_v=o["norm_v"])
+
+
+ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads, _erf_weights, 0, _erf_excess)
+SOFTMAX = AttentionKind("softmax", _softmax_output, _softmax_output_and_grads, _softmax_weights, 1, None)
 ATTENTION_KINDS = {kind.name: kind for kind in (ERF, SOFTMAX)}
 
 
 @dataclass(frozen=True)
 class Attention:
-    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (SPEC 2); erf or softmax weights."""
+    """Attention with a learned query: ``T(X) = sum_l w(lam <X_l,k>)_l <X_l,v>`` (docs/task-and-predictors.md §2); erf
+    or softmax weights."""
 
     k: torch.Tensor  # (..., d)
     v: torch.Tensor  # (..., d)
@@ -123,12 +153,14 @@ class Attention:
 
     def attention(self, X) -> torch.Tensor:
         """Normalised attention weights (..., L): ``softmax_l(lam <X_l,k>)``, or ``|erf(lam <X_l,k>)|`` divided by
-        its sum over the tokens (erf weights are signed and unnormalised)."""
-        s = self.lam * project(X, self.k[..., None]).squeeze(-1)  # (..., L)
-        if self.kind.name == "softmax":
-            return torch.softmax(s, dim=-1)
-        w = torch.erf(s).abs()
-        return w / w.sum(-1, keepdim=True)
+        its sum over the tokens (:attr:`AttentionKind.weights`)."""
+        return self.predict_and_attention(X)[1]
+
+    def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predict(X), attention(X))`` from one projection of the tokens on ``(k, v)`` (the weights come from the
+        same projection whether asked for alone or with the predictions, so the two calls agree bitwise)."""
+        P = project(X, torch.stack([self.k, self.v], dim=-1))  # (..., L, 2)
+        return self.kind.output(P[..., 0], P[..., 1], self.lam), self.kind.weights(self.lam * P[..., 0])
 
     def in_basis(self, E: torch.Tensor) -> "Attention":
         return dataclasses.replace(self, k=coordinates(E, self.k), v=coordinates(E, self.v))
@@ -139,23 +171,24 @@ class Attention:
 
 
 def erf_attention(k, v, lam, name="erf attention") -> Attention:
-    """The paper's predictor ``T_{lam,k,v}(X) = sum_l erf(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    """The paper's predictor ``T_{lam,k,v}(X) = sum_l erf(lam <X_l,k>) <X_l,v>`` (docs/task-and-predictors.md §2)."""
     return Attention(k, v, lam, ERF, name)
 
 
 def softmax_attention(k, v, lam, name="softmax attention") -> Attention:
-    """``sum_l softmax_l(lam <X_l,k>) <X_l,v>`` (SPEC 2)."""
+    """``sum_l softmax_l(lam <X_l,k>) <X_l,v>`` (docs/task-and-predictors.md §2)."""
     return Attention(k, v, lam, SOFTMAX, name)
 
 
 def oracle(task, lam: float) -> Attention:
-    """Erf attention at ``k = k*``, ``v = v*`` (SPEC 2)."""
+    """Erf attention at ``k = k*``, ``v = v*`` (docs/task-and-predictors.md §2)."""
     return erf_attention(task.k_star, task.v_star, lam, name="oracle")
 
 
 @dataclass(frozen=True)
 class BayesOptimal:
-    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2`` (SPEC 2)."""
+    """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2``
+    (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -182,6 +215,12 @@ class BayesOptimal:
         """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
         return self._posterior_weights(project(X, self.k_star[..., None]).squeeze(-1), X)
 
+    def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f*(X), pi)`` from one projection of the tokens on ``(k*, v*)``."""
+        P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
+        pi = self._posterior_weights(P[..., 0], X)
+        return (pi * P[..., 1]).sum(-1), pi
+
     def _posterior_weights(self, pk: torch.Tensor, X) -> torch.Tensor:
         """``pi = softmax_l s(X_l)`` from the projections ``pk = <X_l, k*>`` (..., L) and the tokens' norms."""
         score = (self.M / self.gamma**2) * pk
@@ -199,7 +238,8 @@ class BayesOptimal:
 
 @dataclass(frozen=True)
 class Linear:
-    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (SPEC 2)."""
+    """``c sum_l <X_l, v*>``; with ``c = gamma^2/(gamma^2+L-1)`` the best affine predictor (docs/task-and-predictors.md
+    §2)."""
 
     v_star: torch.Tensor
     c: float
@@ -222,7 +262,8 @@ class Linear:
 
 @dataclass(frozen=True)
 class Bilinear:
-    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)`` (SPEC 2)."""
+    """``c sum_l <X_l,k*><X_l,v*>`` with the best ``c = M gamma^2/((M^2+gamma^2) gamma^2 + L - 1)``
+    (docs/task-and-predictors.md §2)."""
 
     k_star: torch.Tensor
     v_star: torch.Tensor
@@ -247,7 +288,8 @@ class Bilinear:
 
 @dataclass(frozen=True)
 class LeastSquaresLinear:
-    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample (SPEC 2)."""
+    """Affine predictor ``<vec X, beta> + b`` fitted by (minimum-norm) least squares on a finite sample
+    (docs/task-and-predictors.md §2)."""
 
     beta: torch.Tensor  # (..., L*d)
     intercept: torch.Tensor  # (...)

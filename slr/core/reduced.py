@@ -1,4 +1,4 @@
-"""Exact dimension-free sampling (SPEC 6).
+"""Exact dimension-free sampling (docs/reduction.md).
 
 A token enters every predictor only through its projections on a few directions (``k*``, ``v*``, ``k``, ``v``)
 and, for the Bayes-optimal estimator with ``gamma != 1``, its squared norm. Its component orthogonal to an
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from slr.core.seeding import numpy_from_torch
-from slr.core.task import Batch, as_shape
+from slr.core.task import Batch, as_shape, orthonormal_columns
 from slr.theory import signal_norm
 
 
@@ -35,17 +35,19 @@ class ReducedTokens:
 
 
 class ReducedTask:
-    """The task of SPEC 1 in coordinates on ``(k*, v*, e_3, ..., e_r)``: ``k* = e_1``, ``v* = e_2`` in ``R^r``.
+    """The task of docs/task-and-predictors.md §1 in coordinates on ``(k*, v*, e_3, ..., e_r)``: ``k* = e_1``, ``v* =
+    e_2`` in ``R^r``.
 
     ``sample`` is exact in distribution for every quantity that depends on tokens only through their
-    coordinates on the basis and their norms (SPEC 6).
+    coordinates on the basis and their norms (docs/reduction.md).
     """
 
     def __init__(self, d: int, L: int, gamma: float, eps: float = 0.0, signal: float | None = None, *, r: int = 4,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0):
         if not 2 <= r <= d:
             raise ValueError(f"the reduced basis needs 2 <= r <= d, got r={r}, d={d}")
         self.d, self.L, self.gamma, self.eps, self.signal, self.r = int(d), int(L), float(gamma), float(eps), signal, r
+        self.seed = seed  # the run's seed (the reduced task itself has no random k*, v*)
         self.M = signal_norm(d, signal)
         self.device, self.dtype = torch.device(device), dtype
         self.k_star = torch.eye(r, dtype=dtype, device=self.device)[0]
@@ -54,7 +56,8 @@ class ReducedTask:
     @classmethod
     def of(cls, task, r: int = 4) -> "ReducedTask":
         """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*``."""
-        return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype)
+        return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype,
+                   seed=getattr(task, "seed", 0))
 
     def __repr__(self) -> str:
         return f"ReducedTask(d={self.d}, L={self.L}, gamma={self.gamma:g}, eps={self.eps:g}, r={self.r})"
@@ -92,6 +95,4 @@ def span_basis(k_star: torch.Tensor, v_star: torch.Tensor, *vectors: torch.Tenso
     columns = [k_star, v_star, *vectors]
     batch = torch.broadcast_shapes(*(c.shape[:-1] for c in columns))
     A = torch.stack([c.to(torch.float64).expand(*batch, c.shape[-1]) for c in columns], dim=-1)  # (..., d, m)
-    Q, R = torch.linalg.qr(A)
-    sign = torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype)
-    return Q * sign.unsqueeze(-2)
+    return orthonormal_columns(A)

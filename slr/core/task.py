@@ -1,4 +1,5 @@
-"""The single-location regression task (SPEC 1): ``k*``, ``v*`` and the sampler of ``(X, y, J0)``."""
+"""The single-location regression task (docs/task-and-predictors.md §1): ``k*``, ``v*`` and the sampler of ``(X, y,
+J0)``."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -12,7 +13,7 @@ from slr.theory import signal_norm
 class Batch(NamedTuple):
     """Samples of the task: tokens ``X`` (..., L, d), outputs ``y``, latent positions ``J0`` and ``W = <X_J0, v*>``.
 
-    ``X`` is a tensor, or :class:`slr.core.reduced.ReducedTokens` for the dimension-free sampler (SPEC 6).
+    ``X`` is a tensor, or :class:`slr.core.reduced.ReducedTokens` for the dimension-free sampler (docs/reduction.md §2).
     """
 
     X: torch.Tensor
@@ -21,13 +22,20 @@ class Batch(NamedTuple):
     W: torch.Tensor
 
 
+def orthonormal_columns(A: torch.Tensor) -> torch.Tensor:
+    """Gram-Schmidt of the columns of ``A`` (..., d, m), by QR with the signs fixed so that column ``j`` has a
+    non-negative component on the ``j``-th column of ``A``: a function of ``A`` alone (..., d, min(d, m))."""
+    Q, R = torch.linalg.qr(A)
+    return Q * torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype).unsqueeze(-2)
+
+
 def as_shape(n: int | tuple[int, ...]) -> tuple[int, ...]:
     """``n`` as a shape tuple (an int is a number of samples)."""
     return (int(n),) if isinstance(n, int) else tuple(int(m) for m in n)
 
 
 class Task:
-    """Single-location regression (SPEC 1).
+    """Single-location regression (docs/task-and-predictors.md §1).
 
     ``X_{J0} ~ N(M k*, gamma^2 I_d)``, ``X_l ~ N(0, I_d)`` for ``l != J0``, ``J0 ~ Uniform{0..L-1}``,
     ``Y = <X_{J0}, v*> + xi``, ``xi ~ N(0, eps^2)``. ``k*``, ``v*`` are orthonormal, drawn from ``seed``
@@ -50,9 +58,7 @@ class Task:
         if axes == "fixed":
             basis = torch.eye(d, 2, dtype=torch.float64)
         else:  # orthonormalise two Gaussian vectors; the sign fix makes the result a function of the draws only
-            g = torch.randn(d, 2, generator=torch_generator(seed, "task"), dtype=torch.float64)
-            basis, r = torch.linalg.qr(g)
-            basis = basis * torch.sign(torch.diagonal(r))
+            basis = orthonormal_columns(torch.randn(d, 2, generator=torch_generator(seed, "task"), dtype=torch.float64))
         self.k_star = basis[:, 0].to(device=self.device, dtype=dtype)  # (d,)
         self.v_star = basis[:, 1].to(device=self.device, dtype=dtype)  # (d,)
 

@@ -1,6 +1,7 @@
-"""The landscape of the population risk of erf attention on the product of unit spheres (SPEC 8).
+"""The landscape of the population risk of erf attention on the product of unit spheres (docs/landscape.md).
 
-Points are ``(k, v)`` in the reduced coordinates of SPEC 6: arrays ``KV`` of shape (N, 2, 4) on an orthonormal basis
+Points are ``(k, v)`` in the reduced coordinates of docs/reduction.md §3: arrays ``KV`` of shape (N, 2, 4) on an
+orthonormal basis
 ``(k*, v*, e3, e4)``, so ``k* = e1``, ``v* = e2``. The risk depends on a point only through its five overlaps, and
 its Riemannian gradient and Hessian are exact for any ``d`` at the cost of ``d = 4``: the gradient lies in
 ``span{k*, v*, k, v}``; the Hessian is a 6x6 matrix on the tangent space of ``S^3 x S^3`` plus, on every direction
@@ -46,11 +47,12 @@ class Landscape:
         self.jet = ErfRiskJet(lam, M=M, L=L, gamma=gamma)
 
     def excess(self, KV: np.ndarray) -> np.ndarray:
-        """Closed-form excess (SPEC 3) of unit points (N, 2, 4) -> (N,)."""
+        """Closed-form excess (docs/closed-forms.md §4) of unit points (N, 2, 4) -> (N,)."""
         return erf_excess(self.lam, *overlaps(KV).T, d=self.d, L=self.L, gamma=self.gamma, signal=self.M)
 
     def derivatives(self, KV: np.ndarray):
-        """``(R, Euclidean gradient (N, 8), Euclidean Hessian (N, 8, 8), a, b)`` of SPEC 8 at points (N, 2, 4).
+        """``(R, Euclidean gradient (N, 8), Euclidean Hessian (N, 8, 8), a, b)`` of docs/landscape.md §2 at points (N,
+        2, 4).
 
         ``grad_k R = R_kappa k* + R_eta v* + R_rho v``, ``grad_v R = R_nu v* + R_theta k* + R_rho k``; the Hessian is
         ``J^T H J + R_rho [[0, I], [I, 0]]`` with ``J`` (5 x 8) the Jacobian of the overlaps and ``H`` their 5x5
@@ -81,7 +83,8 @@ class Landscape:
 
     def riemannian_hessian(self, KV: np.ndarray):
         """``(B, H, block)``: tangent bases ``B`` (N, 8, 6) of ``S^3 x S^3``, the Riemannian Hessian ``H`` (N, 6, 6)
-        on them (``Hess R[xi] = P(d2R xi) - (a xi_k, b xi_v)``, SPEC 8), and the 2x2 out-of-span blocks (N, 2, 2)."""
+        on them (``Hess R[xi] = P(d2R xi) - (a xi_k, b xi_v)``, docs/landscape.md §2), and the 2x2 out-of-span blocks
+        (N, 2, 2)."""
         _, _, hess, a, b, Rr = self.derivatives(KV)
         N = len(KV)
         B = np.zeros((N, 8, 6))
@@ -226,7 +229,8 @@ def sphere_seeds(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def spec8_seeds(n_angles: int = 7) -> np.ndarray:
-    """The points SPEC 8 names, and their neighbourhoods: the oracle ``k = k*, v = v*``; swapped points ``k = v*``,
+    """The points docs/landscape.md §4 names, and their neighbourhoods: the oracle ``k = k*, v = v*``; swapped points
+    ``k = v*``,
     ``v = cos(phi) k* + sin(phi) e3``; points of the invariant manifold ``k = cos(a) k* + sin(a) e3``,
     ``v = cos(b) v* + sin(b) e4``; and ``k = e3, v = e4`` (all overlaps zero)."""
     e = np.eye(4)
@@ -254,7 +258,8 @@ def from_overlaps(o: np.ndarray) -> np.ndarray:
 
 # ----- symmetry classes, labels ------------------------------------------------------------------------------------
 # The symmetries of R on the overlaps (kappa, nu, theta, eta, rho), beyond the rotations fixing k* and v* (which
-# leave the overlaps unchanged): (k, v) -> (-k, -v) (SPEC 8: erf is odd), and (k, v) -> (S k, -S v) with S the
+# leave the overlaps unchanged): (k, v) -> (-k, -v) (docs/landscape.md §3: erf is odd), and (k, v) -> (S k, -S v) with S
+# the
 # reflection through the hyperplane orthogonal to v* (the task is invariant under X -> S X, Y -> -Y), and their product.
 SYMMETRIES = np.array([[1.0, 1, 1, 1, 1], [-1, -1, -1, -1, 1], [1, 1, -1, -1, -1], [-1, -1, 1, 1, -1]])
 LABELS = ("oracle", "swapped", "manifold", "other")
@@ -439,7 +444,8 @@ def geodesic_path(ls: Landscape, A: np.ndarray, B: np.ndarray, n: int = 101) -> 
 
 
 def swapped_point(lam: float, *, d: int, L: int, gamma: float, signal: float | None = None) -> dict | None:
-    """The lowest critical point with ``k = ±v*`` at this ``lam`` (Newton from the SPEC 8 seeds): its overlaps, excess,
+    """The lowest critical point with ``k = ±v*`` at this ``lam`` (Newton from the seeds of docs/landscape.md §4): its
+    overlaps, excess,
     index and kind, or None if Newton finds none."""
     ls = Landscape(lam, d=d, L=L, gamma=gamma, M=signal_norm(d, signal))
     t = critical_points(ls, {"spec8": spec8_seeds()}).table

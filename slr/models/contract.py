@@ -6,7 +6,8 @@ with the Bayes-optimal estimator. It may also expose
 - ``attention(X) -> (B, L)``: the weights its readout puts on each token (each row sums to 1), from which the run
   reports ``attention_on_J0``, the mean weight on the informative token;
 - ``effective_directions() -> (key (d,), value (d,))``: the token-space directions that play the roles of
-  ``lam k`` and ``v`` of SPEC 2, whose cosines with ``k*``, ``v*`` are logged as ``kappa``, ``nu`` (and ``theta``,
+  ``lam k`` and ``v`` of attention (docs/task-and-predictors.md §2), whose cosines with ``k*``, ``v*`` are logged as
+  ``kappa``, ``nu`` (and ``theta``,
   ``eta``, ``rho``), with ``defines_directions = True``.
 
 :class:`slr.models.transformer.Transformer` does all three. :func:`probe` checks a module on a tiny batch, so that

@@ -42,7 +42,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A standard transformer on the ``L`` tokens (SPEC 9), built from ``nn.MultiheadAttention`` blocks.
+    """A standard transformer on the ``L`` tokens (docs/transformer.md), built from ``nn.MultiheadAttention`` blocks.
 
     Tokens are embedded linearly (``E``: d -> d_model, no bias) and carry no positional encoding: the task is
     exchangeable in the positions (``J0`` is uniform and the other tokens are i.i.d.), so the Bayes-optimal
@@ -52,7 +52,8 @@ class Transformer(nn.Module):
 
     - ``pool="query"``: a learned ``[CLS]``-style query token, prepended to the sequence and updated by every block;
       it attends to the ``L`` tokens only (not to itself), so with one block, one head, no MLP and no norm the model
-      is ``T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c``: the softmax attention of SPEC 2 with ``lam k = u_K``
+      is ``T(X) = sum_l softmax_l(<u_K, x_l>) <u_V, x_l> + c``: the softmax attention of docs/task-and-predictors.md §2
+      with ``lam k = u_K``
       and ``v = u_V`` (:meth:`effective_directions`);
     - ``pool="mean"``: the mean of the tokens' final representations.
     """
@@ -96,9 +97,16 @@ class Transformer(nn.Module):
             return torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
         return self._run(X)[1][:, 0, 1:]
 
+    def predict_and_attention(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(X), attention(X))`` from one pass through the blocks: (B,), (B, L)."""
+        y, weights = self._run(X)
+        if self.pool == "mean":
+            return y, torch.full(X.shape[:-1], 1.0 / X.shape[-2], dtype=X.dtype, device=X.device)
+        return y, weights[:, 0, 1:]
+
     def effective_directions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Effective key ``u_K = E^T J1^T W_K^T q / sqrt(d_head)`` and value ``u_V = E^T J1^T W_V^T W_O^T Jf^T w``
-        (SPEC 9), defined for one block with one head and no MLP (``defines_directions``).
+        (docs/transformer.md), defined for one block with one head and no MLP (``defines_directions``).
 
         ``q = W_Q n1(query)`` is the query, ``w`` the readout, ``J = diag(g) (I - 11^T/d_model)`` the linear part
         of a LayerNorm with gain ``g`` (the identity without norm). Without norms the score of token ``x`` is

@@ -110,13 +110,34 @@ def _reference_lines(ax, references: Mapping[str, float] | None, values: np.ndar
             ax.axhline(value, ls="--", lw=1, color=DEEP[3 + i], label=f"{name} ({value:.3g})")
 
 
+def _test_excess(ax, x: np.ndarray, grid: Grid, keep: np.ndarray, color, test_size: int | None,
+                 final: Mapping | None) -> None:
+    """The logged test excess: its median over repeats and 95% band between repeats, the band of ±2 Monte Carlo
+    standard errors (of the logged test set) around the median when logged, and the final evaluation of the same
+    models (mean over repeats, ±2 standard errors, on ``eval.n_test`` other sequences) as a point at the last step."""
+    size = f", {test_size} logged sequences" if test_size else ""
+    _band_plot(ax, x, grid["test_excess"][keep], f"test (Monte Carlo{size})", color)
+    if grid.has("test_excess_se"):
+        med = _band(grid["test_excess"][keep])[0]
+        se = _band(grid["test_excess_se"][keep])[0]
+        ax.fill_between(x, med - 2 * se, med + 2 * se, facecolor="none", edgecolor=color, hatch="////", lw=0,
+                        alpha=0.6, label="±2 s.e. of the logged test set")
+    if final is not None and np.isfinite(final.get("excess", np.nan)):
+        ax.errorbar([final["step"]], [final["excess"]], yerr=[2 * final["se"]], fmt="o", color="k", ms=4, capsize=3,
+                    zorder=5, label=f"final evaluation, {final['n_test']} sequences (±2 s.e.)")
+
+
 def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
-                    title: str | None = None, n_trajectories: int = 3):
-    """The four-panel figure of SPEC 5 from a metrics table (one row per repeat and logged step; a DataFrame or
+                    title: str | None = None, n_trajectories: int = 3, final: Mapping | None = None,
+                    test_size: int | None = None):
+    """The four-panel figure of the paper's experiments (docs/training.md, The paper's five experiments) from a metrics
+    table (one row per repeat and logged step; a DataFrame or
     row dicts).
 
     (a) excess risk vs step, median and 95% band over repeats, with horizontal reference lines (e.g. oracle,
-    Bayes); (b) ``|kappa|`` and ``|nu|``; (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
+    Bayes), the Monte Carlo error band of the logged test excess (on ``test_size`` sequences) and the ``final``
+    evaluation (``step``, ``excess``, ``se``, ``n_test``) as a point with its error bar; (b) ``|kappa|`` and ``|nu|``;
+    (c) ``(kappa, nu)`` trajectories of a few repeats coloured by step,
     chosen to span the final alignment (least to most aligned); (d) distance to the invariant manifold on a log
     axis. Returns ``(fig, axes)``.
     """
@@ -131,9 +152,10 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
 
         ax = axes[0]
         risk = "excess" if grid.has("excess") else "test_excess"
-        _band_plot(ax, x, grid[risk][keep], "closed form" if risk == "excess" else "test (Monte Carlo)", DEEP[0])
-        if risk == "excess" and grid.has("test_excess"):
-            _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[1])
+        if risk == "excess":
+            _band_plot(ax, x, grid[risk][keep], "closed form", DEEP[0])
+        if grid.has("test_excess"):
+            _test_excess(ax, x, grid, keep, DEEP[1] if risk == "excess" else DEEP[0], test_size, final)
         _reference_lines(ax, references, grid[risk])
         ax.set(yscale="log", xlabel="step", ylabel="excess risk  E(f(X) - W)²")
         _title(ax, "(a) excess risk")
@@ -177,8 +199,7 @@ def dynamics_figure(metrics, references: Mapping[str, float] | None = None,
             ax.set_xlim(grid.steps.min(), max(grid.steps.max(), 1))
         ax.set(xlabel="step", ylabel="√(θ² + η² + ρ²)")
         _title(ax, "(d) distance to the manifold θ=η=ρ=0")
-        if title:
-            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+        _suptitle(fig, title, R)
     return fig, axes
 
 
@@ -214,10 +235,14 @@ def save(fig, path_stem: Path, formats: tuple[str, ...] = ("png",)) -> list[Path
 
 
 def module_figure(metrics, references: Mapping[str, float] | None = None,
-                  attention_references: Mapping[str, float] | None = None, title: str | None = None):
-    """Training of a torch module (SPEC 9) from its metrics table (one row per repeat and logged step; a DataFrame or
-    row dicts), median and 95% band over repeats: (a) Monte Carlo test excess risk vs step with horizontal reference
-    lines; (b) the mean attention weight on the informative token ``J0`` with references (uniform ``1/L``, the Bayes
+                  attention_references: Mapping[str, float] | None = None, title: str | None = None,
+                  final: Mapping | None = None, test_size: int | None = None):
+    """Training of a torch module (docs/transformer.md) from its metrics table (one row per repeat and logged step; a
+    DataFrame or
+    row dicts), median and 95% band over repeats: (a) Monte Carlo test excess risk vs step (on ``test_size`` logged
+    sequences, with its Monte Carlo error band) with horizontal reference lines and the ``final`` evaluation as a
+    point with its error bar; (b) the mean attention weight on the informative token ``J0`` with references (uniform
+    ``1/L``, the Bayes
     posterior's); (c) ``|kappa|``, ``|nu|``: cosines of the effective key and value directions with ``k*``, ``v*``,
     when the module defines them. Returns ``(fig, axes)``."""
     grid = Grid(metrics, (*METRIC_COLUMNS, "attention_on_J0"))
@@ -230,7 +255,7 @@ def module_figure(metrics, references: Mapping[str, float] | None = None,
 
         ax = axes[0]
         if grid.has("test_excess"):
-            _band_plot(ax, x, grid["test_excess"][keep], "test (Monte Carlo)", DEEP[0])
+            _test_excess(ax, x, grid, keep, DEEP[0], test_size, final)
             _reference_lines(ax, references, grid["test_excess"])
             ax.set_yscale("log")
             ax.legend(fontsize=8)
@@ -263,9 +288,13 @@ def module_figure(metrics, references: Mapping[str, float] | None = None,
             _no_data(ax, "no effective key/value directions\n(defined for pool=query, 1 block, 1 head, no MLP)")
         ax.set(xlabel="step", ylabel="cosine (dimensionless)")
         _title(ax, "(c) effective key and value directions")
-        if title:
-            fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
+        _suptitle(fig, title, R)
     return fig, axes
+
+
+def _suptitle(fig, title: str | None, R: int) -> None:
+    if title:
+        fig.suptitle(f"{title}\nmedian and 95% band over {R} repeats")
 
 
 def _no_data(ax, text: str) -> None:

@@ -251,7 +251,8 @@ def trained_diagnostics(jobs: Sequence[Job]) -> pd.DataFrame:
     """What each finished job's trained predictor converged to: one row per job with its overrides,
     ``estimator_name``, ``attention_on_J0`` (the median over repeats of the mean attention weight on the informative
     token) and ``abs_kappa``, ``abs_nu`` (medians over repeats of ``|kappa|``, ``|nu|``: of ``k``, ``v`` for
-    attention, of the effective key and value directions for a transformer, SPEC 9); missing values are NaN."""
+    attention, of the effective key and value directions for a transformer, docs/transformer.md); missing values are
+    NaN."""
     rows = []
     for job in jobs:
         if job.status not in FINISHED or not job.summary:

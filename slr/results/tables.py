@@ -9,7 +9,7 @@ from slr.io import underflowed_log10
 
 
 def attention_line(excess: dict, L: int) -> str:
-    """The mean attention weight on the informative token of every predictor that has one (SPEC 9)."""
+    """The mean attention weight on the informative token of every predictor that has one (docs/transformer.md)."""
     parts = []
     for e in excess.values():
         if "attention_on_J0" in e:

@@ -7,7 +7,7 @@ variable ``m = M theta`` (``M <v, k*>``), which fluctuates by O(1) from step to 
     d o/dt = delta E F(o) + delta^2 C(o)     (E: over the two sigma points o +- sqrt(V)/M (0,0,1,0,kappa); C at the mean)
     dV/dt  = d [((1 - dm a1)^2 + dm^2 Var(A)/B - 1) V + dm^2 Var(beta_J0)/B],     dm = delta (M^2/d) (1 - theta^2)
 
-``F`` is the gradient flow's overlap drift, ``C`` the second-order term of the normalisation ``1/|k - lr g|`` (the
+``F`` is the gradient flow's overlap drift (:func:`slr.theory.flow.overlap_drift`), ``C`` the second-order term of the normalisation ``1/|k - lr g|`` (the
 gradient noise), and the ``V`` equation the exact second-moment recursion of ``m``, an AR(1) process with random
 coefficient ``A = 2 erf(lam <X_J0, k>)^2`` (batch mean) and noise ``beta_J0``. Every expectation over the tokens is a
 deterministic Gauss-Hermite quadrature over a token's two or three Gaussian projections (:func:`sample_moments`).
@@ -20,7 +20,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf
 
-from slr.theory.closed_forms import TWO_OVER_SQRT_PI, ErfRiskGradient, erf_excess
+from slr.theory.closed_forms import TWO_OVER_SQRT_PI, erf_excess
+from slr.theory.flow import overlap_drift
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
@@ -134,19 +135,6 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
                          alphabeta=alphabeta, beta2=beta2, A1=2.0 * E(e * e, W3), A2=4.0 * E(e**4, W3))
 
 
-def overlap_drift(lam: float, o: np.ndarray, *, M: float, L: int, gamma: float) -> np.ndarray:
-    """Gradient flow of the five overlaps ``o`` (..., 5) in the order ``kappa, nu, theta, eta, rho``: minus the
-    Riemannian gradient on the product of spheres, ``d kappa/dt = -(R_kappa + theta R_rho - a kappa)``, ... with
-    ``a = kappa R_kappa + eta R_eta + rho R_rho``, ``b = nu R_nu + theta R_theta + rho R_rho``."""
-    kappa, nu, theta, eta, rho = np.moveaxis(o, -1, 0)
-    Rk, Rn, Rt, Re, Rr = ErfRiskGradient(lam, M=M, L=L, gamma=gamma)(kappa, nu, theta, eta, rho)
-    a = kappa * Rk + eta * Re + rho * Rr
-    b = nu * Rn + theta * Rt + rho * Rr
-    return -np.stack([Rk + theta * Rr - a * kappa, Rn + eta * Rr - b * nu, Rt + kappa * Rr - b * theta,
-                      Re + nu * Rr - a * eta, (theta * Rk + nu * Re + Rr - a * rho) + (eta * Rn + kappa * Rt + Rr - b * rho)],
-                     axis=-1)
-
-
 def second_order(o: np.ndarray, mo: SampleMoments, *, d: int, M: float, B: int) -> np.ndarray:
     """``C(o)``: the O(delta^2) drift of the overlaps from normalising ``k - lr g_k`` and ``v - lr g_v``, per unit
     ``t`` and per ``delta^2``: ``C_kappa = -S_k kappa / 2`` (``eta`` alike), ``C_nu = -S_v nu / 2`` (``theta`` alike),
@@ -202,11 +190,11 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
     """``dy/dt`` (R, 6) of the state ``y = (kappa, nu, theta, eta, rho, V)`` (R, 6) at ``lam``."""
     if not p.correction:
         out = np.zeros_like(y)
-        out[:, :5] = p.delta * overlap_drift(lam, y[:, :5], M=p.M, L=p.L, gamma=p.gamma)
+        out[:, :5] = p.delta * overlap_drift(y[:, :5], lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)
         return out
     pts = np.concatenate([sigma_points(y, p.M), y[None, :, :5]])  # (3, R, 5): the sigma points and the mean
     V, o = y[:, 5], y[:, :5]
-    F = overlap_drift(lam, pts, M=p.M, L=p.L, gamma=p.gamma)  # (3, R, 5)
+    F = overlap_drift(pts, lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)  # (3, R, 5)
     mo = sample_moments(lam, *o.T, M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)  # (R,): at the mean
     out = np.empty_like(y)
     out[:, :5] = p.delta * sigma_mean(F[:2], F[2], V) + p.delta**2 * second_order(o, mo, d=p.d, M=p.M, B=p.B)

@@ -1,4 +1,5 @@
-"""Training of attention on single-location regression (SPEC 4, and SPEC 6 for the reduced simulators).
+"""Training of attention on single-location regression (docs/training.md, and docs/reduction.md for the reduced
+simulators).
 
 Every algorithm holds the ``R`` repeats' ``(k, v)`` as one array ``KV`` of shape (R, 2, D) and advances it by
 one ``step(lam)``; :func:`train` is the one loop over steps around them (schedule, logging, divergence).
@@ -19,7 +20,7 @@ import slr.training.kernels
 from slr.core.predictors import ERF, NUMPY_OPS, TORCH_OPS, Attention, AttentionKind, LeastSquaresLinear
 from slr.core.reduced import ReducedTask
 from slr.core.seeding import numpy_from_torch
-from slr.core.task import Task
+from slr.core.task import Batch, Task, orthonormal_columns
 from slr.theory import OVERLAPS, ErfRiskGradient
 
 EXPLODED_NORM = 1e6  # a repeat whose |k| or |v| passes this is declared diverged
@@ -70,12 +71,11 @@ def embed(C: np.ndarray, task: Task, rng: np.random.Generator) -> torch.Tensor:
     ks, vs = task.k_star.to(torch.float64).cpu(), task.v_star.to(torch.float64).cpu()
     g = torch.as_tensor(rng.standard_normal((R, d, 2)))
     A = torch.cat([torch.stack([ks, vs], -1).expand(R, d, 2), g], dim=-1)  # (R, d, 4)
-    E, Rm = torch.linalg.qr(A)
-    E = E * torch.where(torch.diagonal(Rm, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
+    E = orthonormal_columns(A)  # (R, d, 4)
     return torch.as_tensor(C[..., : E.shape[-1]]) @ E.transpose(-1, -2)  # (R, 2, d); d < 4 keeps d coordinates
 
 
-# ----- lam schedules (SPEC 4) ----------------------------------------------------------------------------------
+# ----- lam schedules (docs/training.md) -----------------------------------------------------------------------------
 def lam_schedule(kind: str, lam0: float, rate: float) -> Callable[[int], float]:
     """``constant``: ``lam_t = lam0``; ``inverse``: ``lam_t = lam0 / (1 + rate t)``."""
     if kind == "constant":
@@ -93,7 +93,8 @@ def tangent_step(KV, G, lr: float):
 
 def retract(KV, G, lr: float, projected: bool):
     """One step on ``(k, v)`` (numpy or torch, shape (..., 2, D)): ``k <- (k - lr g)/||k - lr g||`` with the
-    tangent gradient ``g = grad - <k, grad> k`` (SPEC 4); a plain gradient step when not projected."""
+    tangent gradient ``g = grad - <k, grad> k`` (docs/training.md, PGD on the population risk); a plain gradient step
+    when not projected."""
     if not projected:
         return KV - lr * G
     N = tangent_step(KV, G, lr)
@@ -122,6 +123,8 @@ class Algorithm:
     eval_task: Task | ReducedTask
     stochastic = True  # whether a Monte Carlo test risk is worth logging
     kernel = "torch"  # what computes the steps: "compiled" (C kernel, see advance), "numpy" or "torch"
+    defines_directions = True  # overlaps() are those of (k, v)
+    log_dtype = torch.float32  # of the logged test excess: its rounding (1e-7) is far below its Monte Carlo error
 
     def step(self, lam: float) -> None:
         raise NotImplementedError
@@ -149,10 +152,19 @@ class Algorithm:
             return dict(kappa=U[:, 0] @ ks, nu=U[:, 1] @ vs, theta=U[:, 1] @ ks, eta=U[:, 0] @ vs,
                         rho=(U[:, 0] * U[:, 1]).sum(-1), norm_k=norms[:, 0], norm_v=norms[:, 1])
 
-    def predictor(self, lam: float, name: str | None = None) -> Attention:
-        """The current predictor, batched over repeats, in float64 on the evaluation task's device."""
+    def predictor(self, lam: float, name: str | None = None, select: np.ndarray | None = None,
+                  dtype: torch.dtype = torch.float64) -> Attention:
+        """The current predictor, batched over repeats (those in ``select``, default all), in ``dtype`` on the
+        evaluation task's device."""
         KV = torch.as_tensor(self.vectors(), device=self.eval_task.device, dtype=torch.float64)
+        if select is not None:
+            KV = KV[torch.as_tensor(select, device=KV.device)]
+        KV = KV.to(dtype)
         return Attention(KV[:, 0], KV[:, 1], lam, self.kind, name or f"trained {self.kind.name} attention")
+
+    def closed_form_excess(self, lam: float, o: dict, task: Task) -> np.ndarray | None:
+        """The closed-form excess at the overlaps and norms ``o`` (each (R,)), when the attention kind has one."""
+        return None if self.kind.excess is None else self.kind.excess(lam, o, task)
 
     def discard(self, mask: np.ndarray) -> None:
         """Stop the repeats in ``mask`` (diverged): their state becomes NaN and stays so."""
@@ -163,9 +175,14 @@ class Algorithm:
         """Baselines fitted on this algorithm's training data (ERM only)."""
         return []
 
+    def details(self) -> dict:
+        """Algorithm-specific entries of the summary's ``trained`` record (the flow's solver and evaluations)."""
+        return {}
+
 
 class FullSGD(Algorithm):
-    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (SPEC 4)."""
+    """Online SGD in ``R^d``: a fresh batch each step, loss ``mean (T(X) - y)^2``, projected or not (docs/training.md,
+    Online SGD)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, batch_size: int,
                  projected: bool, generator: torch.Generator, dtype: torch.dtype):
@@ -180,7 +197,7 @@ class FullSGD(Algorithm):
 
 
 class ReducedSGD(Algorithm):
-    """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (SPEC 6).
+    """Online SGD as the exact Markov chain on the canonical coordinates of ``(k, v)`` (docs/reduction.md §4).
 
     The state is ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` on ``(k*, v*, e1, e2)`` (the five overlaps,
     and the two norms when not projected). Each step works in an orthonormal frame ``(f1, f2, f3, f4)`` of that
@@ -215,8 +232,8 @@ class ReducedSGD(Algorithm):
         self.lr, self.B, self.projected = lr, batch_size, projected
         # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
         self.rng = numpy_from_torch(generator, np.random.SFC64)
-        self._kind = {"erf": 0, "softmax": 1}.get(kind.name)
-        fits = self._kind is not None and self.B * self.L <= slr.training.kernels.MAX_TOKENS  # the kernel's token buffers
+        fits = kind.kernel_id is not None and self.B * self.L <= slr.training.kernels.MAX_TOKENS  # the kernel's token
+                                                                                                  # buffers
         self._kernel = slr.training.kernels.reduced_step() if fits and kernel is not False else None
         if kernel and self._kernel is None:
             raise RuntimeError(f"the compiled reduced SGD step is not available ({kind.name} attention, "
@@ -235,7 +252,7 @@ class ReducedSGD(Algorithm):
         self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
         lams = np.ascontiguousarray(lams, dtype=np.float64)
         at = np.full(len(self.KV), -1, dtype=np.int64)
-        done = self._kernel(len(self.KV), self.B, self.L, self._kind, int(self.projected), self.d, self.M,
+        done = self._kernel(len(self.KV), self.B, self.L, self.kind.kernel_id, int(self.projected), self.d, self.M,
                             self.gamma, self.eps, self.lr, len(lams), lams.ctypes.data, self.KV.ctypes.data,
                             self.rng.bit_generator.ctypes.bit_generator.value, t, at.ctypes.data, EXPLODED_NORM)
         if done < 0:
@@ -352,15 +369,39 @@ def canonical(N: np.ndarray, out: np.ndarray, *, normalise: bool) -> np.ndarray:
     return C
 
 
-class ERM(Algorithm):
-    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (SPEC 4)."""
+class FixedTrainingSet:
+    """What training on a fixed set shares (ERM of attention and of torch modules): ``data``, ``n_train`` samples per
+    repeat drawn once (X (R, n, L, d), y (R, n)), the training risk on it and the baselines fitted to it."""
+
+    data: Batch
+
+    def draw_training_set(self, task: Task, R: int, n_train: int, generator: torch.Generator, dtype: torch.dtype):
+        self.data = task.sample((R, n_train), generator, dtype)  # X (R, n, L, d)
+
+    def predict_own(self, lam, X: torch.Tensor) -> torch.Tensor:
+        """Each repeat's predictions on its own inputs: ``X`` (R, n, L, d) -> (R, n)."""
+        raise NotImplementedError
+
+    def train_loss(self, lam=None) -> np.ndarray:
+        """Training risk ``mean (f(X) - y)^2`` per repeat (R,), in float64."""
+        with torch.no_grad():
+            out = self.predict_own(lam, self.data.X.to(torch.float64))  # (R, n)
+            return (out - self.data.y.to(torch.float64)).square().mean(-1).cpu().numpy()
+
+    def fitted_baselines(self) -> list:
+        return [LeastSquaresLinear.fit(self.data.X.to(torch.float64), self.data.y.to(torch.float64))]
+
+
+class ERM(FixedTrainingSet, Algorithm):
+    """Full-batch gradient descent or Adam on a fixed training set of ``n_train`` samples per repeat (docs/training.md,
+    ERM)."""
 
     def __init__(self, task: Task, kind: AttentionKind, KV0: torch.Tensor, *, lr: float, n_train: int,
                  projected: bool, optimizer: str, generator: torch.Generator, dtype: torch.dtype):
         self.task, self.eval_task, self.kind = task, task, kind
         self.KV = KV0.to(task.device, dtype)
         self.lr, self.projected = lr, projected
-        self.data = task.sample((self.KV.shape[0], n_train), generator, dtype)  # X (R, n, L, d)
+        self.draw_training_set(task, self.KV.shape[0], n_train, generator, dtype)
         self.adam = None
         if optimizer == "adam":
             self.KV.requires_grad_(False)
@@ -383,20 +424,15 @@ class ERM(Algorithm):
                 self.param /= self.param.norm(dim=-1, keepdim=True)
             self.KV = self.param.detach().clone()
 
-    def train_loss(self, lam: float) -> np.ndarray:
-        """Training risk ``mean (T(X) - y)^2`` per repeat (R,)."""
-        with torch.no_grad():
-            T = self.predictor(lam).predict(self.data.X.to(torch.float64))  # (R, n)
-            return (T - self.data.y.to(torch.float64)).square().mean(-1).cpu().numpy()
-
-    def fitted_baselines(self) -> list:
-        return [LeastSquaresLinear.fit(self.data.X.to(torch.float64), self.data.y.to(torch.float64))]
+    def predict_own(self, lam: float, X: torch.Tensor) -> torch.Tensor:
+        return self.predictor(lam).predict(X)  # k (R, d) on X (R, n, L, d): (R, n)
 
 
 class PopulationPGD(Algorithm):
-    """Projected gradient descent on the closed-form population risk of erf attention (SPEC 4), float64.
+    """Projected gradient descent on the closed-form population risk of erf attention (docs/training.md), float64.
 
-    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (SPEC 6), so
+    ``grad_k R = R_kappa k* + R_eta v* + R_rho v`` and ``grad_v R = R_nu v* + R_theta k* + R_rho k`` (docs/reduction.md
+    §3), so
     the iterates stay in ``span{k0, v0, k*, v*}``: in the reduced form ``D = 4`` and ``k* = e1``, ``v* = e2``.
     :meth:`step` is the numpy reference; :meth:`advance` runs many steps in one call of the compiled kernel
     (``_pgd_step.c``, the same arithmetic), when it applies and can be built (``kernel=None``: if available).
@@ -458,7 +494,8 @@ class PerturbedPGD(PopulationPGD):
     (``D = 4``) this is exact in distribution: ``xi`` has 4 Gaussian coordinates on ``(k*, v*, e3, e4)`` and a part
     orthogonal to them whose two vectors (for ``k`` and ``v``) enter only through their Gram matrix
     ``noise^2 Wishart_2(d - 4, I)``, drawn by the Bartlett decomposition and folded into new canonical coordinates
-    (:func:`canonical`), as in the reduced SGD (SPEC 6). ``dtype=float32`` keeps the state and the whole step in
+    (:func:`canonical`), as in the reduced SGD (docs/reduction.md §4). ``dtype=float32`` keeps the state and the whole
+    step in
     single precision (the rounding of the full simulator then lands in all ``d`` coordinates, that of the reduced one
     in 4: the two float32 simulators are not equal in distribution).
     """
@@ -565,7 +602,15 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
                 bar.set_postfix_str(_postfix(rows, alive), refresh=False)
             if t == steps or not alive.any():
                 break
-            if algo.kernel in ("compiled", "ode"):  # to the next logged step in one call (C kernel, or ODE solver)
+            if getattr(algo, "continuous", False):  # an ODE: integrated to the next logged step in one call
+                n = min(log_every - t % log_every, steps - t)
+                t_next, _ = algo.advance_to(t, t + n, schedule)
+                bar.update(t_next - t)
+                t = t_next
+                if algo.stop_step is not None and t >= algo.stop_step:  # until_converged: the last logged step
+                    steps = t
+                continue
+            if algo.kernel == "compiled":  # to the next logged step in one call, same checks in C
                 n = min(log_every - t % log_every, steps - t)
                 t_next, at = algo.advance(t, np.fromiter(map(schedule, range(t, t + n)), np.float64, n))
                 bad = at >= 0

@@ -1,4 +1,5 @@
-"""Autograd training of torch modules on the task (SPEC 9): ``R`` independent repeats stacked as one batch axis.
+"""Autograd training of torch modules on the task (docs/transformer.md): ``R`` independent repeats stacked as one batch
+axis.
 
 The repeats' parameters are stacked with ``torch.func.stack_module_state`` into tensors with a leading axis ``R``
 and every forward pass is ``vmap(functional_call)`` over that axis, so ``R`` models cost one model's Python
@@ -22,11 +23,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from slr.core.evaluate import LoggedTestSet, on_J0
-from slr.io import METRIC_COLUMNS
-from slr.core.predictors import LeastSquaresLinear, NotReducible
+from slr.core.predictors import NotReducible
 from slr.core.task import Task
-from slr.training.algorithms import OVERLAPS, Algorithm
+from slr.training.algorithms import Algorithm, FixedTrainingSet
 
 log = logging.getLogger("slr")
 
@@ -113,7 +112,8 @@ def _stack(outs):
 
 
 class StackedModel:
-    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface, SPEC 2), and
+    """The trained modules as one predictor: ``predict(X) -> (R, n)`` (the evaluator's interface,
+    docs/task-and-predictors.md §2), and
     ``attention(X) -> (R, n, L)`` when the module has an ``attention`` method. Reads every coordinate of every
     token: full simulator only."""
 
@@ -137,11 +137,25 @@ class StackedModel:
                          for i in range(0, flat.shape[0], EVAL_CHUNK)]
         finally:
             self.stack.base.train(was_training)
+        if isinstance(parts[0], tuple):
+            return tuple(self._joined([p[j] for p in parts], lead, in_dtype) for j in range(len(parts[0])))
+        return self._joined(parts, lead, in_dtype)
+
+    @staticmethod
+    def _joined(parts: list[torch.Tensor], lead: tuple, dtype: torch.dtype) -> torch.Tensor:
         out = torch.cat(parts, dim=1)  # (R, n, ...)
-        return out.reshape(out.shape[0], *lead, *out.shape[2:]).to(in_dtype)
+        return out.reshape(out.shape[0], *lead, *out.shape[2:]).to(dtype)
 
     def predict(self, X) -> torch.Tensor:
         return self._chunked("forward", X)  # (R, ...)
+
+    def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(predict(X), attention(X))``, from one forward pass when the module has ``predict_and_attention``."""
+        if self.attention is None:
+            return self.predict(X), None
+        if callable(getattr(self.stack.base, "predict_and_attention", None)):
+            return self._chunked("predict_and_attention", X)
+        return self.predict(X), self.attention(X)
 
     def predict_own(self, X: torch.Tensor) -> torch.Tensor:
         """Each repeat on its own inputs: ``X`` (R, n, L, d) -> (R, n)."""
@@ -180,6 +194,7 @@ class ModuleTraining(Algorithm):
 
     kind = None  # not (k, v) attention
     stochastic = True
+    log_dtype = torch.float64
 
     def __init__(self, task: Task, modules: list[nn.Module], *, optimizer: str, lr: float, weight_decay: float,
                  steps: int, warmup_steps: int, lr_decay: str, generator: torch.Generator, dtype: torch.dtype,
@@ -218,9 +233,14 @@ class ModuleTraining(Algorithm):
                 p[idx] = float("nan")
 
     # ----- what the run reads ---------------------------------------------------------------------------------
-    def predictor(self, lam=None, name: str | None = None, select: np.ndarray | None = None) -> StackedModel:
-        """The current modules in float64 (optionally only the repeats in ``select``), as one batched predictor."""
-        return StackedModel(self.stack.detached(torch.float64, select), name or f"trained {self.name}")
+    def predictor(self, lam=None, name: str | None = None, select: np.ndarray | None = None,
+                  dtype: torch.dtype = torch.float64) -> StackedModel:
+        """The current modules in ``dtype`` (optionally only the repeats in ``select``), as one batched predictor."""
+        return StackedModel(self.stack.detached(dtype, select), name or f"trained {self.name}")
+
+    def closed_form_excess(self, lam, o: dict, task: Task) -> None:
+        """A torch module has no closed-form risk."""
+        return None
 
     def vectors(self) -> np.ndarray:
         """The effective key ``u_K`` and value ``u_V`` directions (R, 2, d), float64, so that the inherited
@@ -234,7 +254,7 @@ class ModuleTraining(Algorithm):
 
 
 class OnlineTraining(ModuleTraining):
-    """A fresh batch of ``batch_size`` sequences per repeat and step (online, as the online SGD of SPEC 4)."""
+    """A fresh batch of ``batch_size`` sequences per repeat and step (online, as the online SGD of docs/training.md)."""
 
     def __init__(self, task: Task, modules: list[nn.Module], *, batch_size: int, **kw):
         super().__init__(task, modules, **kw)
@@ -245,23 +265,18 @@ class OnlineTraining(ModuleTraining):
         return X, y
 
 
-class FixedSetTraining(ModuleTraining):
-    """Full-batch descent on ``n_train`` fixed samples per repeat (ERM, SPEC 4); reports the training loss."""
+class FixedSetTraining(FixedTrainingSet, ModuleTraining):
+    """Full-batch descent on ``n_train`` fixed samples per repeat (ERM, docs/training.md); reports the training loss."""
 
     def __init__(self, task: Task, modules: list[nn.Module], *, n_train: int, **kw):
         super().__init__(task, modules, **kw)
-        self.data = task.sample((self.stack.R, n_train), self.gen, self.dtype)  # X (R, n, L, d)
+        self.draw_training_set(task, self.stack.R, n_train, self.gen, self.dtype)
 
     def batch(self):
         return self.data.X, self.data.y
 
-    def train_loss(self) -> np.ndarray:
-        """Training risk ``mean (f(X) - y)^2`` per repeat (R,), in float64."""
-        out = self.predictor().predict_own(self.data.X.to(torch.float64))  # (R, n): each repeat on its own set
-        return (out - self.data.y.to(torch.float64)).square().mean(-1).cpu().numpy()
-
-    def fitted_baselines(self) -> list:
-        return [LeastSquaresLinear.fit(self.data.X.to(torch.float64), self.data.y.to(torch.float64))]
+    def predict_own(self, lam, X: torch.Tensor) -> torch.Tensor:
+        return self.predictor().predict_own(X)
 
 
 def build(task: Task, make: Callable[[], nn.Module], repeats: int, seeds: np.ndarray) -> list[nn.Module]:
@@ -273,35 +288,3 @@ def build(task: Task, make: Callable[[], nn.Module], repeats: int, seeds: np.nda
             torch.manual_seed(int(seeds[r]))
             modules.append(make())
     return modules
-
-
-class ModuleStepLogger:
-    """The ``metrics.csv`` rows of a module run at one logged step, one per live repeat: the Monte Carlo excess on the
-    run's logged test set (``test_excess``, the same sequences at every step), the attention on ``J0`` on them, the cosines of the effective
-    directions (``kappa``, ``nu``, ...) when the module defines them, and the training loss (ERM)."""
-
-    COLUMNS = (*METRIC_COLUMNS, "attention_on_J0")
-
-    def __init__(self, cfg, task: Task, writer):
-        self.task, self.writer = task, writer
-        self.n_test = int(cfg.train.get("log_test_size", 0))
-        self.test_set = LoggedTestSet(task, self.n_test, task.seed) if self.n_test > 0 else None
-
-    def __call__(self, t: int, lam, algo: ModuleTraining, alive: np.ndarray) -> list[dict]:
-        cols = {}
-        if algo.defines_directions:
-            o = algo.overlaps()
-            cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
-            cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
-        if self.n_test > 0:
-            batch, pred = self.test_set.batch, algo.predictor()
-            cols["test_excess"] = self.test_set.excess(pred)
-            if pred.attention is not None:
-                with torch.no_grad():
-                    cols["attention_on_J0"] = on_J0(pred.attention(batch.X), batch.J0).mean(-1).cpu().numpy()
-        if isinstance(algo, FixedSetTraining):
-            cols["train_loss"] = algo.train_loss()
-        rows = [dict(step=t, repeat=r, lam=None, **{k: float(v[r]) for k, v in cols.items()})
-                for r in np.flatnonzero(alive)]
-        self.writer.write(rows)
-        return rows

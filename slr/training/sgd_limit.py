@@ -11,27 +11,9 @@ from slr.core.predictors import ERF
 from slr.core.reduced import ReducedTask
 from slr.core.task import Task
 from slr.theory import sgd_limit
+from slr.theory.flow import canonical_coordinates, overlaps_of
 from slr.training.algorithms import Algorithm
-
-
-def overlaps_of(C: np.ndarray) -> np.ndarray:
-    """The five overlaps (R, 5) ``kappa, nu, theta, eta, rho`` of canonical coordinates (R, 2, 4) on ``(k*, v*, e1, e2)``."""
-    k, v = C[:, 0], C[:, 1]
-    return np.stack([k[:, 0], v[:, 1], v[:, 0], k[:, 1], (k * v).sum(-1)], axis=-1)
-
-
-def canonical_of(o: np.ndarray) -> np.ndarray:
-    """Canonical coordinates (R, 2, 4) of unit ``k = (kappa, eta, a, 0)``, ``v = (theta, nu, b, c)`` with the given
-    overlaps (R, 5); overlaps that no pair of unit vectors has are brought to the nearest that one does (``a``, ``c``
-    clipped at 0, then both vectors renormalised)."""
-    kappa, nu, theta, eta, rho = o.T
-    a = np.sqrt(np.maximum(1.0 - kappa**2 - eta**2, 0.0))
-    b = np.where(a > 1e-12, (rho - kappa * theta - eta * nu) / np.maximum(a, 1e-12), 0.0)
-    c = np.sqrt(np.maximum(1.0 - theta**2 - nu**2 - b**2, 0.0))
-    C = np.zeros((len(o), 2, 4))
-    C[:, 0, 0], C[:, 0, 1], C[:, 0, 2] = kappa, eta, a
-    C[:, 1, 0], C[:, 1, 1], C[:, 1, 2], C[:, 1, 3] = theta, nu, b, c
-    return C / np.sqrt((C * C).sum(-1))[..., None]
+from slr.training.flow import SolverFailure
 
 
 class SGDLimit(Algorithm):
@@ -40,7 +22,9 @@ class SGDLimit(Algorithm):
     so ``train.steps``, ``train.lr`` and the ``lam`` schedule mean what they mean for the chain."""
 
     stochastic = False  # no Monte Carlo test risk: the logged excess is E R over the fluctuation
-    kernel = "ode"
+    continuous = True  # train() calls advance_to(t, t_next, schedule)
+    kernel = "scipy BDF"
+    stop_step = None
 
     def __init__(self, task: Task, C0: np.ndarray, *, lr: float, batch_size: int, schedule: Callable[[int], float],
                  correction: bool = True, horizon: int = 0, rtol: float = 1e-4, atol: float = 1e-6):
@@ -55,7 +39,7 @@ class SGDLimit(Algorithm):
     @property
     def KV(self) -> np.ndarray:
         """Canonical coordinates (R, 2, 4) at the mean overlaps (for the final evaluation of the predictor)."""
-        C = canonical_of(self.y[:, :5])
+        C = canonical_coordinates(self.y[:, :5])
         C[~np.isfinite(self.y).all(1)] = np.nan
         return C
 
@@ -67,6 +51,23 @@ class SGDLimit(Algorithm):
     def fluctuation(self) -> np.ndarray:
         """``V`` (R,), the variance of ``m = M theta`` across runs of the chain at the current time."""
         return self.y[:, 5].copy()
+
+    def closed_form_excess(self, lam: float, o: dict, task: Task) -> np.ndarray:
+        """The logged excess: ``E R`` over the fluctuation the ODE carries."""
+        return self.expected_excess(lam)
+
+    def details(self) -> dict:
+        m = self.model
+        return dict(solver="BDF", rtol=self.rtol, atol=self.atol, solver_steps=self.solver_steps,
+                    evaluations=dict(rhs=int(self.evaluations)), delta=m.delta, ode_correction=m.correction,
+                    fluctuation_V=self.fluctuation())
+
+    def step(self, lam: float) -> None:  # pragma: no cover - train() uses advance_to
+        raise RuntimeError("the SGD limit advances by advance_to()")
+
+    def advance_to(self, t: int, t_next: int, schedule: Callable[[float], float]) -> tuple[int, np.ndarray]:
+        """:meth:`advance` from step ``t`` to ``t_next`` (the loop's interface for ODEs)."""
+        return self.advance(t, np.empty(t_next - t))
 
     def expected_excess(self, lam: float) -> np.ndarray:
         """``E R`` (R,) over the fluctuation of ``m`` (:func:`slr.theory.sgd_limit.expected_excess`)."""
@@ -93,7 +94,7 @@ class SGDLimit(Algorithm):
             message = sol.step()
             self.solver_steps += 1
             if sol.status == "failed":
-                raise RuntimeError(f"the SGD-limit ODE solver failed near step {sol.t * d:.0f}: {message}")
+                raise SolverFailure(f"BDF failed at t = step/d = {sol.t:.6g} (step {sol.t * d:.0f}): {message}")
         y = sol.dense_output()(end / d) if sol.t > end / d else sol.y
         self.y[live] = y.reshape(-1, 6)
         self._t = end

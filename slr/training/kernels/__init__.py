@@ -23,14 +23,14 @@ import platform
 import shlex
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from slr.io import cache_dir  # noqa: F401  (the kernels and the Bayes cache share it)
+from slr.io import cache_dir  # the kernels and the Bayes cache share it
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("reduced_step.c")
-PGD_SOURCE = Path(__file__).with_name("pgd_step.c")
 # No -march=native: the cache may be shared by machines of different generations (a cluster's home directory).
 # -fno-math-errno lets erff/expf vectorise; -ffp-contract=off keeps the rounding the same with and without FMA.
 MAX_TOKENS = 4096  # batch_size * L per repeat, as in the C source
@@ -47,13 +47,43 @@ def numpy_random_flags() -> tuple[str, ...]:
     return (f"-I{np.get_include()}", str(lib))
 
 
-def build(cc: str | None = None, source: Path = SOURCE, libs: tuple[str, ...] | None = None) -> Path:
-    """Compile ``source`` (if not already in the cache) and return the shared library's path; ``libs``: extra
-    compiler arguments (default: numpy's random C library for the reduced SGD kernel, none for the others).
+def no_flags() -> tuple[str, ...]:
+    return ()
+
+
+_I, _D, _L, _P = ctypes.c_int, ctypes.c_double, ctypes.c_long, ctypes.c_void_p
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled step: its C source (beside this file), the extra compiler arguments it needs (a function, so
+    that numpy's paths are looked up only when it is built), the symbol it exports and that symbol's argument types.
+    Every kernel returns a ``long``: the steps done, or a negative number when it could not allocate its buffers."""
+
+    what: str
+    source: str
+    flags: Callable[[], tuple[str, ...]]
+    symbol: str
+    argtypes: tuple
+
+    @property
+    def path(self) -> Path:
+        return Path(__file__).with_name(self.source)
+
+
+REDUCED_SGD = Kernel("reduced SGD step", "reduced_step.c", numpy_random_flags, "slr_reduced_sgd",
+                     (_I,) * 6 + (_D,) * 4 + (_L, _P, _P, _P, _L, _P, _D))
+PGD = Kernel("population PGD step", "pgd_step.c", no_flags, "slr_pgd",
+             (_I,) * 3 + (_P,) + (_D,) * 3 + (_I,) + (_P,) * 5 + (_L, _P, _D))
+SOURCE, PGD_SOURCE = REDUCED_SGD.path, PGD.path
+
+
+def build(kernel: Kernel = REDUCED_SGD, cc: str | None = None) -> Path:
+    """Compile ``kernel`` (if not already in the cache) and return the shared library's path.
 
     Raises ``RuntimeError`` with the compiler's message when it cannot be built."""
     cc = cc or os.environ.get("CC") or "cc"
-    libs = (numpy_random_flags() if source == SOURCE else ()) if libs is None else libs
+    source, libs = kernel.path, kernel.flags()
     src = source.read_bytes()
     key = hashlib.sha256(src + repr((cc, CFLAGS, libs, platform.machine(), platform.system())).encode()).hexdigest()[:16]
     target = cache_dir() / f"{source.stem.lstrip('_')}-{key}.so"
@@ -77,31 +107,27 @@ def build(cc: str | None = None, source: Path = SOURCE, libs: tuple[str, ...] | 
     return target
 
 
-def _load(source: Path, what: str):
-    """The shared library built from ``source``, or ``None`` when disabled or not buildable (logged)."""
+def load(kernel: Kernel):
+    """The kernel's C function (ctypes), or ``None`` when disabled (``SLR_KERNEL=0``) or not buildable (logged)."""
     if os.environ.get("SLR_KERNEL", "1") == "0":
-        log.info("SLR_KERNEL=0: the %s uses its numpy step", what)
+        log.info("SLR_KERNEL=0: the %s uses its numpy step", kernel.what)
         return None
     try:
-        return ctypes.CDLL(str(build(source=source)))
+        lib = ctypes.CDLL(str(build(kernel)))
     except (RuntimeError, OSError) as err:
         log.warning("the %s kernel could not be built, so the numpy step runs (same chain, several times slower "
-                    "per step); set CC to a C compiler to fix. Reason: %s", what, err)
+                    "per step); set CC to a C compiler to fix. Reason: %s", kernel.what, err)
         return None
+    fn = getattr(lib, kernel.symbol)
+    fn.restype, fn.argtypes = ctypes.c_long, list(kernel.argtypes)
+    return fn
 
 
 @functools.cache
 def reduced_step():
-    """The C function ``slr_reduced_sgd`` (ctypes): ``n`` steps of the reduced SGD chain; ``None`` when disabled or
-    not buildable (logged once)."""
-    lib = _load(SOURCE, "reduced SGD step")
-    if lib is None:
-        return None
-    fn = lib.slr_reduced_sgd
-    fn.restype = ctypes.c_long
-    fn.argtypes = ([ctypes.c_int] * 6 + [ctypes.c_double] * 4 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
-                   ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_double])
-    return fn
+    """The C function ``slr_reduced_sgd``: ``n`` steps of the reduced SGD chain; ``None`` when disabled or not
+    buildable (logged once)."""
+    return load(REDUCED_SGD)
 
 
 def _capsule_address(capsule) -> int:
@@ -114,10 +140,10 @@ def _capsule_address(capsule) -> int:
 
 @functools.cache
 def pgd_step():
-    """``(fn, owens_t, erf)``: the C function ``slr_pgd`` (ctypes, ``n`` steps of population PGD) and the addresses
-    of scipy's scalar ``owens_t`` and ``erf`` that it calls; ``None`` when disabled or not buildable (logged once)."""
-    lib = _load(PGD_SOURCE, "population PGD step")
-    if lib is None:
+    """``(fn, owens_t, erf)``: the C function ``slr_pgd`` (``n`` steps of population PGD) and the addresses of scipy's
+    scalar ``owens_t`` and ``erf`` that it calls; ``None`` when disabled or not buildable (logged once)."""
+    fn = load(PGD)
+    if fn is None:
         return None
     from scipy.special import cython_special
 
@@ -128,8 +154,4 @@ def pgd_step():
         log.warning("scipy %s does not expose owens_t and erf to C as expected, so the population PGD runs its "
                     "numpy step. Reason: %r", getattr(__import__("scipy"), "__version__", "?"), err)
         return None
-    fn = lib.slr_pgd
-    fn.restype = ctypes.c_long
-    fn.argtypes = ([ctypes.c_int] * 3 + [ctypes.c_void_p] + [ctypes.c_double] * 3 + [ctypes.c_int]
-                   + [ctypes.c_void_p] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_double])
     return fn, owens_t, erf

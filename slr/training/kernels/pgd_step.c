@@ -1,4 +1,4 @@
-/* n steps of projected gradient descent on the closed-form population risk of erf attention (SPEC 3-4, 6), for
+/* n steps of projected gradient descent on the closed-form population risk of erf attention (docs/closed-forms.md §7, docs/reduction.md §3), for
  * all repeats: the compiled form of slr.train.PopulationPGD.step and slr.theory.ErfRiskGradient, with the same
  * arithmetic in the same order (float64), and scipy's own owens_t and erf (function pointers handed over by
  * slr.kernel), so that it follows the numpy step to rounding. Built on first use by slr.kernel; without a C

@@ -1,4 +1,4 @@
-/* n steps of the exact reduced online-SGD chain (SPEC 6), for all repeats: the compiled form of
+/* n steps of the exact reduced online-SGD chain (docs/reduction.md §4), for all repeats: the compiled form of
  * slr.train.ReducedSGD._numpy_step (see its docstring for the scheme), with the same arithmetic (float32 per
  * token, float64 for the state, the frame and the 2x2 algebra) and the same random numbers: it draws them itself,
  * in the order of ReducedSGD.draw, from the numpy bit generator it is handed, with numpy's own C distribution
