@@ -545,7 +545,7 @@ def _ode(cfg: DictConfig) -> None:
                           "ODE is derived for erf attention (its closed-form risk and Gaussian moments); "
                           "use predictor=erf")
     if not cfg.train.projected:
-        raise ConfigError("train.projected", False, "true with train.simulator=ode: the limit is that of projected "
+        raise ConfigError("train.projected", "false", "true with train.simulator=ode: the limit is that of projected "
                           "SGD on the unit spheres")
     if cfg.eval.simulator == "full":
         raise ConfigError("eval.simulator", "full", "reduced or null with train.simulator=ode (the ODE tracks "
