@@ -1,14 +1,14 @@
 /* n steps of projected gradient descent on the closed-form population risk of erf attention (docs/closed-forms.md §7, docs/reduction.md §3), for
- * all repeats: the compiled form of slr.train.PopulationPGD.step and slr.theory.ErfRiskGradient, with the same
+ * all repeats: the compiled form of slr.training.algorithms.PopulationPGD.step and slr.theory.ErfRiskGradient, with the same
  * arithmetic in the same order (float64), and scipy's own owens_t and erf (function pointers handed over by
- * slr.kernel), so that it follows the numpy step to rounding. Built on first use by slr.kernel; without a C
+ * slr.training.kernels), so that it follows the numpy step to rounding. Built on first use by slr.training.kernels; without a C
  * compiler the numpy step runs instead.
  *
  * KV   (R, 2, D) float64, updated in place: k and v of every repeat (D = 4 for the reduced form, d otherwise)
  * ks, vs (D) float64: k* and v*
  * lams (n) float64: lam of each step
  * diverged_at (R) int64: set to the step count t0 + i + 1 after the step i whose update made a coordinate of a
- *      repeat non-finite or >= exploded; that repeat becomes NaN and is left alone (as slr.train.train does)
+ *      repeat non-finite or >= exploded; that repeat becomes NaN and is left alone (as slr.training.algorithms.train does)
  * Returns the number of steps done: n, or fewer when no repeat is left.
  */
 #include <math.h>

@@ -1,8 +1,8 @@
 /* n steps of the exact reduced online-SGD chain (docs/reduction.md §4), for all repeats: the compiled form of
- * slr.train.ReducedSGD._numpy_step (see its docstring for the scheme), with the same arithmetic (float32 per
+ * slr.training.algorithms.ReducedSGD._numpy_step (see its docstring for the scheme), with the same arithmetic (float32 per
  * token, float64 for the state, the frame and the 2x2 algebra) and the same random numbers: it draws them itself,
  * in the order of ReducedSGD.draw, from the numpy bit generator it is handed, with numpy's own C distribution
- * functions (linked from numpy's libnpyrandom.a). Built on first use by slr.kernel; without a C compiler the
+ * functions (linked from numpy's libnpyrandom.a). Built on first use by slr.training.kernels; without a C compiler the
  * numpy step runs instead.
  *
  * C    (R, 2, 4) float64, updated in place: canonical coordinates of (k, v) on (k*, v*, e1, e2)
@@ -10,7 +10,7 @@
  * kind 0: erf attention, 1: softmax attention. A repeat whose state is NaN (diverged, discarded) is left alone,
  *      but its random numbers are drawn all the same, so that the others do not depend on it.
  * diverged_at (R) int64: set to the step count t0 + i + 1 after the step i whose update made a coordinate of a
- *      repeat non-finite or >= exploded; that repeat becomes NaN (as slr.train.train does)
+ *      repeat non-finite or >= exploded; that repeat becomes NaN (as slr.training.algorithms.train does)
  * Returns the number of steps done (n, or fewer when no repeat is left), or -1 if a buffer cannot be allocated.
  */
 #include <math.h>
@@ -45,7 +45,7 @@ static void cholesky2(double s00, double s01, double s11, double *a, double *b, 
     *c = sqrt(clipped(s11 - *b * *b));
 }
 
-/* slr.train.frames for one repeat: F[i][j] = coordinate i of f_j; Gram-Schmidt (twice) of k, v, v*, k*, e1, e2 */
+/* slr.training.algorithms.frames for one repeat: F[i][j] = coordinate i of f_j; Gram-Schmidt (twice) of k, v, v*, k*, e1, e2 */
 static void frame(const double *c, double F[4][4])
 {
     const double E[4][4] = {{0, 1, 0, 0}, {1, 0, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}}; /* v*, k*, e1, e2 */
