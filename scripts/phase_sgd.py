@@ -111,7 +111,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "phase.csv", index=False)
     figure(table, out / "figures" / "phase_sgd.png",
-           f"SGD limit ODE: final state after {args.steps} steps, d={args.d}, L={args.L}, B={args.B}, sphere starts, "
+           f"SGD limit ODE: final state after {args.steps} steps\nd={args.d}, L={args.L}, B={args.B}, sphere starts, "
            f"rate={args.rate:g} ({args.repeats} per cell)")
     print(f"{len(rows)} cells in {time.perf_counter() - start:.1f} s; {out / 'figures' / 'phase_sgd.png'}")
 
