@@ -7,7 +7,7 @@ reduced chain and the ODE from the same initial overlaps (with and without its s
 constant ``lam``. The gap is the sup over logged steps of |median over repeats of the chain - median of the ODE runs|
 for ``|kappa|``, ``|nu|`` and the excess; its log-log slope in ``d`` is fitted over the ``d`` given.
 
-    .venv/bin/python scripts/sweep_sgd_limit.py --out outputs/sweep_sgd_limit          # the full grid (~15 min)
+    .venv/bin/python scripts/sweep_sgd_limit.py --out outputs/sweep_sgd_limit          # the full grid (~20 min per start on 2 shared cores; --inits one start)
     .venv/bin/python scripts/sweep_sgd_limit.py --d 400 1600 --deltas 1.6 --batches 5  # one row
 
 Writes ``curves.csv`` (every logged median), ``table.csv``, ``table.md`` and ``figures/sgd_limit_B<B>.png``.
