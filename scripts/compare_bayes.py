@@ -121,6 +121,7 @@ def main(argv=None) -> int:
     main_jobs = sweep.read_sweep(args.sweep_dir)
     extra_jobs = [j for d in args.more for j in sweep.read_sweep(d)]
     all_jobs = main_jobs + extra_jobs
+    sweep.prior_as_weight(all_jobs)  # a swept position prior: its weight on position 1 is the axis
     for j in sweep.problems(all_jobs):
         print(f"left out: {j.status:<8} {j.path}: {j.error}", file=sys.stderr)
     done = [j for j in all_jobs if j.status in sweep.FINISHED]

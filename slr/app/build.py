@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from slr.app.config import learning_rate
+from slr.app.config import custom_task_kwargs, is_custom_task, learning_rate, task_prior
 
 if TYPE_CHECKING:  # torch (~1.5 s) is imported by the builders, so that --help and a refused config start fast
     import torch
@@ -134,10 +134,13 @@ def job_task(cfg: DictConfig, repeats: int):
     torch.set_num_threads(cfg.threads)
     if cfg.train.algo == "flow":  # no d-vectors at any d: the task seen on (k*, v*, e1, e2)
         task = ReducedTask(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, device=cfg.device,
-                           seed=cfg.seed)
+                           seed=cfg.seed, prior=task_prior(cfg), n_informative=cfg.task.n_informative)
+    elif is_custom_task(cfg):
+        task = build_user_task(cfg)
     else:
         task = Task(cfg.task.d, cfg.task.L, cfg.task.gamma, cfg.task.eps, cfg.task.signal, seed=cfg.seed,
-                    axes=cfg.task.axes, device=cfg.device)
+                    axes=cfg.task.axes, device=cfg.device, prior=task_prior(cfg), n_informative=cfg.task.n_informative,
+                    tokens=cfg.task.tokens, df=cfg.task.df)
     init_rng = numpy_generator(cfg.seed, "init")
     return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
 
@@ -159,3 +162,20 @@ def build_user_module(model_cfg, d: int, L: int) -> torch.nn.Module:
     if not isinstance(module, torch.nn.Module):
         raise ModuleError(f"it built a {type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+def build_user_task(cfg: DictConfig):
+    """A user's task (``task=custom``): ``instantiate(task, d, L, seed, **extra keys)`` wrapped in
+    :class:`slr.core.custom.UserTask`; raises :class:`slr.core.custom.TaskError` saying why it cannot be built."""
+    from hydra.utils import get_class
+
+    from slr.core.custom import TaskError, UserTask
+
+    target = str(cfg.task._target_)
+    try:
+        obj = get_class(target)(d=cfg.task.d, L=cfg.task.L, seed=cfg.seed, **custom_task_kwargs(cfg))
+    except Exception as exc:  # import errors, constructor errors, bad arguments: all end here
+        cause = exc.__cause__ or exc
+        raise TaskError(f"building it with d={cfg.task.d}, L={cfg.task.L}, seed={cfg.seed} failed "
+                        f"({type(cause).__name__}: {' '.join(str(cause).split())})") from exc
+    return UserTask(obj, cfg.task.d, cfg.task.L, cfg.seed, target, device=cfg.device)

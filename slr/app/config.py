@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 def _conf_dir() -> Path:
     """``conf/`` at the top of a checkout (an editable install reads it there); in an installed wheel the same files
@@ -46,6 +46,11 @@ class TaskConfig:
     eps: float = 0.1
     signal: Optional[float] = None
     axes: str = "random"  # random | fixed (k* = e1, v* = e2)
+    # task variants (docs/variants.md)
+    prior: Any = "uniform"  # uniform, or a list of L non-negative weights: the law of J0
+    n_informative: int = 1  # s: the number of informative tokens (1 <= s <= L; s > 1 needs the uniform prior)
+    tokens: str = "gaussian"  # gaussian | student_t (unit-variance coordinates)
+    df: float = 5.0  # Student-t degrees of freedom (> 2), used with tokens=student_t
 
 
 @dataclass
@@ -82,6 +87,7 @@ class TransformerConfig(ModuleConfig):
     mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
     norm: str = "none"  # pre | none
     pool: str = "query"  # query | mean
+    positional: str = "none"  # none | learned (position embeddings, so that the model can use a position prior)
 
 
 @dataclass
@@ -186,7 +192,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = MISSING  # TaskConfig (task=default), or a user's task (task=custom: _target_, d, L, any extra keys)
     predictor: Any = MISSING  # one schema per predictor family: PREDICTOR_SCHEMAS
     train: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -469,11 +475,16 @@ def check(cfg: DictConfig) -> None:
     _number(cfg, "threads", low=1, integer=True)
     _number(cfg, "task.d", low=2, integer=True, what="an integer >= 2 (k* and v* must be orthogonal)")
     _number(cfg, "task.L", low=1, integer=True)
-    _number(cfg, "task.gamma", low=0, low_open=True)
-    _number(cfg, "task.eps", low=0)
-    _number(cfg, "task.signal", low=0, low_open=True, optional=True,
-            what="a finite number > 0, or null for the paper's sqrt(d/2)")
-    _choice(cfg, "task.axes", ("random", "fixed"))
+    if is_custom_task(cfg):
+        _custom_task(cfg)
+    else:
+        _unknown_keys(cfg.task, TaskConfig, "task.")
+        _number(cfg, "task.gamma", low=0, low_open=True)
+        _number(cfg, "task.eps", low=0)
+        _number(cfg, "task.signal", low=0, low_open=True, optional=True,
+                what="a finite number > 0, or null for the paper's sqrt(d/2)")
+        _choice(cfg, "task.axes", ("random", "fixed"))
+        _task_variant(cfg)
     _choice(cfg, "predictor.name", tuple(PREDICTOR_SCHEMAS))
     _predictor_schema(cfg)
     if not is_module(cfg):  # a torch module has no lam
@@ -576,6 +587,91 @@ def _flow(cfg: DictConfig) -> None:
                           "once every repeat's Riemannian gradient norm is at most train.grad_tol (e.g. 1e-8)")
 
 
+def is_custom_task(cfg: DictConfig) -> bool:
+    """Whether ``task`` is a user's task (``task=custom``: it has a ``_target_``)."""
+    return "_target_" in cfg.task
+
+
+def custom_task_kwargs(cfg: DictConfig) -> dict:
+    """The constructor arguments of a user's task besides ``d``, ``L``, ``seed``: the ``+task.NAME=value`` keys."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k not in ("_target_", "d", "L")}
+
+
+def _custom_task(cfg: DictConfig) -> None:
+    """A user's task: what of slr needs the paper's Gaussian task is refused, then the task is built and probed."""
+    from slr.app.build import build_user_task
+    from slr.core.custom import TaskError, probe
+
+    target = cfg.task.get("_target_")
+    allowed = ("the import path of a class (task._target_=mypkg.MyTask) built with d, L, seed (given by slr) and any "
+               "+task.NAME=value, whose sample(n, generator) returns slr.core.task.Batch(X (n, L, d), y (n,), J0, W (n,)) "
+               "reproducibly, with optional bayes_predict(X) -> (n,) and k_star, v_star (d,)")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError("task._target_", target, allowed)
+    for key, value, why in (("train.simulator", "reduced", "it needs the paper's Gaussian tokens"),
+                            ("eval.simulator", "reduced", "it needs the paper's Gaussian tokens"),
+                            ("train.algo", "pgd", "population PGD descends the paper's closed-form risk"),
+                            ("predictor.lam", "auto", "lam=auto is the best lam of the paper's closed-form oracle")):
+        if OmegaConf.select(cfg, key) == value:
+            raise ConfigError(key, value, f"something else with task=custom: {why}")
+    try:
+        probe(build_user_task(cfg))
+    except TaskError as err:
+        raise ConfigError("task._target_", target, f"{allowed}; here {err}") from None
+
+
+def task_prior(cfg: DictConfig) -> list[float] | None:
+    """``task.prior`` as a list of floats, or None for ``uniform``."""
+    prior = OmegaConf.select(cfg, "task.prior")
+    return None if prior == "uniform" else [float(x) for x in prior]
+
+
+def _task_variant(cfg: DictConfig) -> None:
+    """The task variants' fields and the combinations they allow (``docs/variants.md``)."""
+    L, prior = cfg.task.L, OmegaConf.select(cfg, "task.prior")
+    allowed = (f"uniform, or a list of L={L} finite non-negative weights, not all zero "
+               f"(task.prior=[0.6,0.1,...]; they are normalised)")
+    if prior != "uniform":
+        if not isinstance(prior, (list, tuple, ListConfig)) or len(prior) != L:
+            raise ConfigError("task.prior", _plain(prior), allowed + (f"; it has {len(prior)} weights"
+                              if isinstance(prior, (list, tuple, ListConfig)) else ""))
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 for x in prior) \
+                or not sum(prior) > 0:
+            raise ConfigError("task.prior", _plain(prior), allowed)
+    _number(cfg, "task.n_informative", low=1, integer=True,
+            what=f"an integer between 1 and task.L={L} (the number of informative tokens)")
+    s = cfg.task.n_informative
+    if s > L:
+        raise ConfigError("task.n_informative", s, f"an integer between 1 and task.L={L} (the number of informative "
+                          "tokens cannot exceed the sequence length)")
+    if s > 1 and prior != "uniform":
+        raise ConfigError("task.n_informative", s, "1 with a non-uniform task.prior (a prior is a law of one "
+                          "position; with several informative tokens the set is uniform): use task.prior=uniform")
+    _choice(cfg, "task.tokens", ("gaussian", "student_t"))
+    _number(cfg, "task.df", low=2, low_open=True, what="a finite number > 2 (Student-t degrees of freedom; the "
+            "coordinates are scaled to unit variance, which needs df > 2)")
+    reduced = cfg.train.simulator == "reduced" or cfg.eval.simulator == "reduced"
+    algo = cfg.train.algo
+    if cfg.task.tokens == "student_t":
+        if reduced:
+            key = "train.simulator" if cfg.train.simulator == "reduced" else "eval.simulator"
+            raise ConfigError(key, "reduced", "full with task.tokens=student_t: the reduced simulator needs Gaussian "
+                              "tokens (their part outside a few directions is an independent isotropic Gaussian)")
+        if algo == "pgd":
+            raise ConfigError("train", "pgd", "sgd or erm with task.tokens=student_t: population PGD descends the "
+                              "closed-form risk, which assumes Gaussian tokens")
+    if s > 1 and algo == "flow":
+        raise ConfigError("train", "flow", "pgd, sgd, erm or none with task.n_informative > 1: the gradient flow's ODE "
+                          "is written for one informative token (train=pgd descends the same risk for any s)")
+    if s > 1 and algo == "sgd" and cfg.train.simulator == "reduced":
+        raise ConfigError("train.simulator", "reduced", "full with train=sgd and task.n_informative > 1: the reduced "
+                          "SGD chain is written for one informative token (eval.simulator=reduced is available)")
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
 def _predictor_lam(cfg: DictConfig) -> None:
     """``predictor.lam`` of erf or softmax attention: a number > 0, or ``auto`` for erf."""
     if OmegaConf.select(cfg, "predictor.lam") != "auto":
@@ -594,6 +690,9 @@ def check_landscape(cfg: DictConfig) -> None:
                           "risk (choose a preset or overrides with train=pgd)")
     _unknown_keys(cfg, LandscapeAppConfig, "")
     check(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "landscape"]))
+    if cfg.task.n_informative != 1:
+        raise ConfigError("task.n_informative", cfg.task.n_informative, "1 with slr-landscape: its Newton search and "
+                          "Hessian are written for one informative token (slr trains s > 1 with train=pgd)")
     for key in ("starts", "pgd_starts", "basin_repeats"):
         _number(cfg, f"landscape.{key}", low=0, integer=True)
     _number(cfg, "landscape.newton_iter", low=1, integer=True)
@@ -611,13 +710,13 @@ class ValidateLandscape(Validate):
         check_landscape(cfg)
 
 
-def initial_lam(cfg: DictConfig, d: int, L: int, gamma: float, signal: float | None) -> float:
+def initial_lam(cfg: DictConfig, d: int, L: int, gamma: float, signal: float | None, s: int = 1) -> float:
     """The run's ``lam`` (its initial value under a schedule): ``predictor.lam``, or for ``auto`` the erf oracle's
-    best ``lam`` for the task (``theory.best_oracle_lam``)."""
+    best ``lam`` for the task (``theory.best_oracle_lam``; Gaussian tokens' with Student-t tokens)."""
     if cfg.predictor.lam == "auto":
         from slr.theory import best_oracle_lam
 
-        return best_oracle_lam(d=d, L=L, gamma=gamma, signal=signal)[0]
+        return best_oracle_lam(d=d, L=L, gamma=gamma, signal=signal, s=s)[0]
     return float(cfg.predictor.lam)
 
 
@@ -673,6 +772,7 @@ def _module_training(cfg: DictConfig) -> None:
         _number(cfg, "predictor.mlp", low=0, what="a finite number >= 0 (hidden width / d_model; 0: attention only)")
         _choice(cfg, "predictor.norm", ("pre", "none"))
         _choice(cfg, "predictor.pool", ("query", "mean"))
+        _choice(cfg, "predictor.positional", ("none", "learned"))
         if cfg.predictor.d_model % cfg.predictor.n_heads:
             raise ConfigError("predictor.n_heads", cfg.predictor.n_heads, f"a divisor of predictor.d_model="
                               f"{cfg.predictor.d_model} (each head gets d_model / n_heads dimensions)")

@@ -70,7 +70,7 @@ class Attention(Family):
         from slr.training.algorithms import lam_schedule
 
         tc = self.cfg.train
-        lam0 = initial_lam(self.cfg, task.d, task.L, task.gamma, task.signal)
+        lam0 = initial_lam(self.cfg, task.d, task.L, task.gamma, task.signal, task.n_informative)
         fields = dict(lam=lam0, lam_auto=self.cfg.predictor.lam == "auto")  # auto: theory.best_oracle_lam
         return fields, lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate)
 

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from slr.core.task import Task
     from slr.training.algorithms import Algorithm
 
+NOT_AVAILABLE = "not available for {} tokens"  # closed forms and the reduced simulator assume Gaussian tokens
+
+
+def not_available(task) -> str:
+    """Why the closed forms and the reduced simulator do not apply to ``task`` (non-Gaussian or a user's task)."""
+    return "not available for a custom task" if task.tokens == "custom" else NOT_AVAILABLE.format(task.tokens)
+
 
 def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[AttentionKind, float],
                    alive: np.ndarray) -> tuple[dict, dict]:
@@ -31,17 +38,27 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[A
     kind, lam = oracle
     eval_task = algo.eval_task
     simulator = cfg.eval.simulator or ("reduced" if eval_task is not task else "full")
-    best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal)
-    baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
-        "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
-        "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
-        "linear": Linear.of(eval_task),
-        "bilinear": Bilinear.of(eval_task),
-    }
-    closed = {"oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma)),
-              "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal))}
-    if kind is ERF:
-        closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma, signal=task.signal))
+    s = task.n_informative
+    custom = getattr(task, "tokens", None) == "custom"
+    if custom:  # a user's task: the oracle (at the run's lam) if it gave k*, v*; no closed form
+        usable = task.directions and lam is not None and math.isfinite(lam)
+        baselines = {"oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle")} if usable else {}
+        closed = {}
+    else:
+        best_lam, best_excess = theory.best_oracle_lam(d=task.d, L=task.L, gamma=task.gamma, signal=task.signal, s=s)
+        baselines = {  # the oracle has the trained predictor's kind; the best-lam oracle is erf's (closed form)
+            "oracle": Attention(eval_task.k_star, eval_task.v_star, lam, kind, "oracle" if kind is ERF else f"{kind.name} oracle"),
+            "oracle_best": erf_attention(eval_task.k_star, eval_task.v_star, best_lam, name="oracle, best"),
+            "linear": Linear.of(eval_task),
+            "bilinear": Bilinear.of(eval_task),
+        }
+        closed = {"oracle_best": best_excess, "linear": float(theory.linear_excess(task.L, task.gamma, s)),
+                  "bilinear": float(theory.bilinear_excess(task.d, task.L, task.gamma, task.signal, s))}
+        if kind is ERF:
+            closed["oracle"] = float(theory.oracle_excess(lam, d=task.d, L=task.L, gamma=task.gamma,
+                                                          signal=task.signal, s=s))
+        if not task.gaussian:  # shown as not available, never computed for the wrong law
+            closed = {key: not_available(task) for key in closed}
     predictors = {"trained": algo.predictor(lam, select=alive), **baselines} if alive.any() else dict(baselines)
     for i, p in enumerate(algo.fitted_baselines()):
         predictors["least_squares" if i == 0 else f"fitted_{i}"] = p
@@ -59,7 +76,9 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[A
                          over_bayes=float(per_over.mean()), over_bayes_se=_mean_se(per_over, row.pooled_over_bayes_se),
                          repeat_sd=float(per.std(ddof=1)) if per.size > 1 else 0.0,
                          per_repeat=per, per_repeat_se=row.excess_se, over_bayes_per_repeat=per_over)
-        if key in closed:
+        if key in closed and isinstance(closed[key], str):
+            entry["closed_form_note"] = closed[key]
+        elif key in closed:
             entry["closed_form"] = closed[key]
         if row.attention_on_J0 is not None:  # mean weight on the informative token (docs/transformer.md)
             att = np.asarray(row.attention_on_J0)
@@ -67,7 +86,25 @@ def evaluate_final(cfg: DictConfig, task: Task, algo: Algorithm, oracle: tuple[A
             if att.ndim > 0:
                 entry["attention_on_J0_per_repeat"] = att
         out[key] = entry
+    if custom:
+        if "oracle" in out:
+            out["oracle"]["lam"] = lam
+        return out, timings
     out["oracle"]["lam"], out["oracle_best"]["lam"] = lam, best_lam
+    variant = task.variant()["name"]
+    sampler = {"prior": evaluate.bayes_excess_is_prior_log10,  # pairs of positions (docs/variant-prior.md)
+               "n_informative": evaluate.bayes_excess_is_sets_log10}.get(variant)  # pairs of sets
+    if sampler is not None and cfg.eval.bayes_is > 0:
+        start = time.perf_counter()
+        log10_m, rel_se = sampler(task, cfg.eval.bayes_is)
+        timings.update(bayes_is_s=time.perf_counter() - start, bayes_is_cached=False)
+        m = 10.0**log10_m
+        out["bayes"].update(importance_sampling=m, importance_sampling_se=m * rel_se,
+                            importance_sampling_log10=log10_m, importance_sampling_rel_se=rel_se)
+        return out, timings
+    if variant != "paper":  # the bound and the importance sampler are the paper's task's
+        out["bayes"]["importance_sampling_note"] = f"not available for the task variant {variant}"
+        return out, timings
     bound_log10 = theory.bayes_excess_bound_log10(task.d, task.L, task.gamma, task.signal)
     out["bayes"]["upper_bound"] = 10.0**bound_log10
     if cfg.eval.bayes_is > 0:  # a function of (d, L, gamma, signal, draws) only: computed once, then cached

@@ -84,7 +84,7 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
     """Excess risk and excess over Bayes of every predictor on the same ``n`` test samples (Bayes first in the result)."""
     if simulator not in ("full", "reduced"):
         raise ValueError(f"simulator must be 'full' or 'reduced', got {simulator!r}")
-    predictors = [BayesOptimal.of(task), *predictors]
+    predictors = [bayes_of(task), *predictors]
     if simulator == "reduced" and not isinstance(task, ReducedTask):
         predictors, task = reduce(predictors, task)
     generator = torch_generator(seed, "eval", task.device)
@@ -92,14 +92,23 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
     att = [RunningMean() if callable(getattr(p, "attention", None)) else None for p in predictors]
     with torch.no_grad():
         for batch in batches(task, n, generator, chunk):
-            f_star, var = predictors[0].posterior(batch.X)
+            if hasattr(predictors[0], "posterior"):  # Rao-Blackwellised: (f - f*)^2 + Var(W|X)
+                f_star, var = predictors[0].posterior(batch.X)
+            else:  # a user's task: its Bayes predictor has no posterior variance, so average (f - W)^2 itself
+                f_star, var = None, None
+                ref = (predictors[0].predict(batch.X) - batch.W).square()
             for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att):
                 y, w = predict_and_attention(p, batch.X) if a is not None else (p.predict(batch.X), None)
-                d2 = (y - f_star).square()  # (..., m)
-                ex.add(d2 + var)
-                ov.add(d2)
-                ex_pool.add((d2 + var).reshape(-1, d2.shape[-1]).mean(0))
-                ov_pool.add(d2.reshape(-1, d2.shape[-1]).mean(0))
+                if f_star is not None:  # Rao-Blackwellised: (f - f*)^2 + Var(W|X)
+                    d2 = (y - f_star).square()  # (..., m)
+                    err, over = d2 + var, d2
+                else:  # a user's task: (f - W)^2 itself, and the paired difference with its Bayes predictor
+                    err = (y - batch.W).square()
+                    over = err - ref
+                ex.add(err)
+                ov.add(over)
+                ex_pool.add(err.reshape(-1, err.shape[-1]).mean(0))
+                ov_pool.add(over.reshape(-1, over.shape[-1]).mean(0))
                 if a is not None:
                     a.add(on_J0(w, batch.J0))
     return [Comparison(p.name, ex.mean, ex.se, ov.mean, ov.se, n, float(ex_pool.se), float(ov_pool.se),
@@ -107,11 +116,18 @@ def compare(predictors: Sequence[Predictor], task, n: int, seed: int = 0, *, sim
             for p, (ex, ov, ex_pool, ov_pool), a in zip(predictors, acc, att)]
 
 
+def bayes_of(task) -> Predictor:
+    """The task's Bayes-optimal predictor: :class:`BayesOptimal` (with the posterior variance), or a user's task's own."""
+    return task.bayes if hasattr(task, "bayes") else BayesOptimal.of(task)
+
+
 def on_J0(weights: torch.Tensor, J0: torch.Tensor) -> torch.Tensor:
     """The weight on the informative token (..., m) of attention weights (..., m, L), ``J0`` (m,)
-    (docs/transformer.md)."""
-    idx = J0.to(weights.device).expand(weights.shape[:-1]).unsqueeze(-1)
-    return weights.gather(-1, idx).squeeze(-1)
+    (docs/transformer.md); with a set of ``s`` informative tokens, ``J0`` (m, s), the total weight on the set."""
+    idx = J0.to(weights.device)
+    idx = idx.unsqueeze(-1) if idx.dim() == 1 else idx  # (m, s)
+    idx = idx.expand(*weights.shape[:-1], idx.shape[-1])
+    return weights.gather(-1, idx).sum(-1)
 
 
 def mc_excess(predictor: Predictor, task, n: int, seed: int = 0, *, simulator: str = "full",
@@ -153,8 +169,9 @@ class LoggedTestSet:
     def __init__(self, task, n: int, seed: int, dtype: torch.dtype = torch.float64):
         generator = torch_generator(seed, "log", task.device)
         batch = task.sample(n, generator, dtype=torch.float64)
-        with torch.no_grad():
-            f_star, var = BayesOptimal.of(task).posterior(batch.X)
+        bayes = bayes_of(task)
+        with torch.no_grad():  # a user's task: no posterior, so (f - W)^2 itself (f* = W, Var = 0)
+            f_star, var = bayes.posterior(batch.X) if hasattr(bayes, "posterior") else (batch.W, torch.zeros_like(batch.W))
         X = batch.X
         if dtype != torch.float64:
             X = type(X)(X.Z.to(dtype), X.q.to(dtype)) if isinstance(X, ReducedTokens) else X.to(dtype)
@@ -254,3 +271,106 @@ def bayes_excess_is_log10(task, n: int, seed: int = 0, chunk: int = 2**16) -> tu
     mean_w = w.mean()
     rel_se = float(w.std() / math.sqrt(w.numel()) / mean_w) if w.numel() > 1 else math.nan
     return float((top + torch.log(mean_w)) / math.log(10.0)), rel_se
+
+
+def bayes_excess_is_sets_log10(task, n: int, seed: int = 0) -> tuple[float, float]:
+    """Bayes excess with ``s`` informative tokens by importance sampling, in log space
+    (``docs/variant-several-tokens.md``): ``(log10 of the mean, relative standard error)``.
+
+    ``Var(W|X) = (1/2) sum_{S, S'} P(S|X) P(S'|X) (W_S - W_S')^2`` over ordered pairs of sets; with
+    ``p(X) = p0(X) e_s(r) / C(L, s)``, ``E[P(S|X) P(S'|X) h] = E_0[r_S r_S' / e_s(r) h] / C(L, s)``. A pair enters
+    only through ``k = |S ∩ S'|``: the ``k`` shared tokens are drawn from ``N1`` (``N0 r^2 = N1 r``), the ``2(s-k)``
+    tokens of the symmetric difference from the geometric-mean density ``g`` (``N0 r = BC g sqrt(r)``), the others
+    from ``N0``, with weight ``BC^(2(s-k)) prod_shared r prod_diff sqrt(r) / e_s(r)``; there are
+    ``C(L,s) C(s,k) C(L-s,s-k)`` ordered pairs with overlap ``k``. Each ``k`` has its own draws; ``k = s`` adds 0.
+    """
+    from slr.core.predictors import log_elementary_symmetric
+
+    d, L, g2, M, s = task.d, task.L, task.gamma**2, task.M, task.n_informative
+    if s == L:
+        return -math.inf, 0.0
+    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
+    gen = torch_generator(seed, "eval")
+    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def tokens(shape, mean, var):
+        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
+        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
+        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
+        return llr, vc
+
+    means, variances = [], []  # per overlap k: log of the contribution's mean, and its variance relative to the total
+    for k in range(max(0, 2 * s - L), s):
+        j = s - k  # tokens in S \ S' (and as many in S' \ S)
+        log_pairs = math.log(math.comb(s, k) * math.comb(L - s, j) / 2)  # C(L,s) cancels the 1/C(L,s)
+        logs = []
+        chunk = max(1, 2**20 // L)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            l_sh, _ = tokens((m, k), M, g2)  # shared: N1
+            l_a, y_a = tokens((m, j), M / (1 + g2), 2 * g2 / (1 + g2))  # S \ S': g
+            l_b, y_b = tokens((m, j), M / (1 + g2), 2 * g2 / (1 + g2))  # S' \ S: g
+            l_0, _ = tokens((m, L - s - j), 0.0, 1.0)  # the rest: N0
+            log_e = log_elementary_symmetric(torch.cat([l_sh, l_a, l_b, l_0], -1), s)[..., s]  # (m,)
+            dw2 = (y_a.sum(-1) - y_b.sum(-1)) ** 2
+            logs.append(2 * j * log_bc + l_sh.sum(-1) + 0.5 * (l_a.sum(-1) + l_b.sum(-1)) - log_e + torch.log(dw2))
+        log_v = torch.cat(logs) + log_pairs
+        top = log_v.max()
+        x = torch.exp(log_v - top)
+        means.append(float(top + torch.log(x.mean())))
+        variances.append((float(top), float(x.var() / x.numel()) if x.numel() > 1 else math.nan))
+    log_total = float(torch.logsumexp(torch.tensor(means), 0))
+    var_rel = sum(v * math.exp(2 * (t - log_total)) for t, v in variances)  # sum of the k's variances / total^2
+    return log_total / math.log(10.0), math.sqrt(var_rel)
+
+
+def bayes_excess_is_prior_log10(task, n: int, seed: int = 0) -> tuple[float, float]:
+    """Bayes excess under a position prior ``w`` by importance sampling, in log space (``docs/variant-prior.md``):
+    ``(log10 of the mean, relative standard error)``.
+
+    ``Var(W|X) = sum_{l<m} pi_l pi_m (y_l - y_m)^2`` and ``E[pi_l pi_m h(X)] = w_l w_m E_0[r_l r_m / S h]`` with
+    ``S = sum_j w_j r_j`` and ``E_0`` over noise tokens only. Drawing tokens ``l``, ``m`` from the geometric-mean
+    density ``g`` (``N1 = BC g sqrt(r)``) and the others from ``N0`` gives, for every pair,
+    ``w_l w_m BC^2 E[sqrt(r_a r_b) / S (y_a - y_b)^2]``: one set of draws serves all pairs, the two ``g`` tokens put
+    at positions ``l``, ``m`` and the noise tokens at the others. Tokens are simulated through their ``k*``, ``v*``
+    coordinates and squared norm (cost independent of ``d``).
+    """
+    d, L, g2, M = task.d, task.L, task.gamma**2, task.M
+    w = (task.prior if task.prior is not None else torch.full((L,), 1.0 / L)).to(torch.float64)
+    if L == 1:
+        return -math.inf, 0.0
+    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
+    gen = torch_generator(seed, "eval")
+    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def tokens(shape, mean, var):
+        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
+        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
+        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
+        return llr, vc
+
+    pairs = torch.combinations(torch.arange(L), 2)  # (P, 2)
+    rest = torch.stack([torch.tensor([k for k in range(L) if k not in (int(l), int(m))], dtype=torch.long)
+                        for l, m in pairs]) if L > 2 else torch.zeros(len(pairs), 0, dtype=torch.long)  # (P, L-2)
+    log_w = torch.log(w)
+    chunk = max(1, 2**22 // (len(pairs) * L))
+    logs = []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        la, va = tokens((m,), M / (1 + g2), 2 * g2 / (1 + g2))
+        lb, vb = tokens((m,), M / (1 + g2), 2 * g2 / (1 + g2))
+        lz, _ = tokens((m, L - 2), 0.0, 1.0)  # (m, L-2)
+        terms = torch.cat([(log_w[pairs[:, 0]][:, None] + la)[..., None], (log_w[pairs[:, 1]][:, None] + lb)[..., None],
+                           log_w[rest][:, None, :] + lz[None]], -1)  # (P, m, L)
+        log_s = torch.logsumexp(terms, -1)  # (P, m)
+        per_pair = (log_w[pairs].sum(-1)[:, None] + 2 * log_bc + 0.5 * (la + lb) - log_s
+                    + torch.log((va - vb) ** 2))  # (P, m)
+        logs.append(torch.logsumexp(per_pair, 0))
+    log_v = torch.cat(logs)
+    top = log_v.max()
+    x = torch.exp(log_v - top)
+    rel_se = float(x.std() / math.sqrt(x.numel()) / x.mean()) if x.numel() > 1 else math.nan
+    return float((top + torch.log(x.mean())) / math.log(10.0)), rel_se
+

@@ -8,6 +8,7 @@ which is how the dimension-free sampler of docs/reduction.md §2 evaluates it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol
 
@@ -128,7 +129,7 @@ def _softmax_weights(s: torch.Tensor) -> torch.Tensor:
 def _erf_excess(lam: float, o: dict, task) -> np.ndarray:
     """The closed-form excess of erf attention at the overlaps and norms ``o`` (``docs/closed-forms.md``)."""
     return erf_excess(lam, *(o[k] for k in OVERLAPS), d=task.d, L=task.L, gamma=task.gamma, signal=task.signal,
-                      norm_k=o["norm_k"], norm_v=o["norm_v"])
+                      norm_k=o["norm_k"], norm_v=o["norm_v"], s=getattr(task, "n_informative", 1))
 
 
 ERF = AttentionKind("erf", _erf_output, _erf_output_and_grads, _erf_weights, 0, _erf_excess)
@@ -188,23 +189,37 @@ def oracle(task, lam: float) -> Attention:
 @dataclass(frozen=True)
 class BayesOptimal:
     """``f*(X) = sum_l pi_l <X_l,v*>``, ``pi = softmax_l s(X_l)``, ``s(x) = M<x,k*>/gamma^2 + (1-gamma^-2)||x||^2/2``
-    (docs/task-and-predictors.md §2)."""
+    (docs/task-and-predictors.md §2).
+
+    Task variants (``docs/variants.md``): ``log_prior`` (L,) adds ``log prior_l`` to the scores; ``s > 1``
+    informative tokens give ``f* = sum_l P(l in S | X) <X_l, v*>`` with ``P(S | X) ∝ prod_{j in S} r_l``
+    (:func:`subset_posterior`); Student-t tokens (``df`` finite) score a token by its log-likelihood ratio over
+    every coordinate (:func:`student_t_log_ratio`), which reads the whole token (no reduced form).
+    """
 
     k_star: torch.Tensor
     v_star: torch.Tensor
     M: float
     gamma: float
     name: str = "Bayes-optimal"
+    log_prior: torch.Tensor | None = None  # (L,)
+    s: int = 1
+    df: float = math.inf
 
     @classmethod
     def of(cls, task) -> "BayesOptimal":
-        return cls(task.k_star, task.v_star, task.M, task.gamma)
+        prior = getattr(task, "prior", None)
+        return cls(task.k_star, task.v_star, task.M, task.gamma,
+                   log_prior=None if prior is None else torch.log(prior).to(task.device),
+                   s=getattr(task, "n_informative", 1), df=getattr(task, "df", math.inf))
 
     def posterior(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f*(X), sum_l pi_l (y_l - f*)^2)``: posterior mean and variance of ``W``, the variance in two passes."""
+        """``(f*(X), Var(W | X))``: posterior mean and variance of ``W``, the variance as a sum of non-negative terms."""
         P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
-        pi = self._posterior_weights(P[..., 0], X)
         y = P[..., 1]
+        if self.s > 1:
+            return subset_posterior(self.log_ratio(P[..., 0], X), y, self.s)
+        pi = torch.softmax(self.log_ratio(P[..., 0], X), dim=-1)
         f = (pi * y).sum(-1)
         return f, (pi * (y - f[..., None]).square()).sum(-1)
 
@@ -212,23 +227,39 @@ class BayesOptimal:
         return self.posterior(X)[0]
 
     def attention(self, X) -> torch.Tensor:
-        """The posterior ``pi_l = P(J0 = l | X)`` (..., L): Bayes's own attention."""
-        return self._posterior_weights(project(X, self.k_star[..., None]).squeeze(-1), X)
+        """The posterior ``pi_l = P(l in S | X)`` (..., L) divided by ``s``: Bayes's own attention (sums to 1)."""
+        log_r = self.log_ratio(project(X, self.k_star[..., None]).squeeze(-1), X)
+        if self.s > 1:
+            return inclusion_probabilities(log_r, self.s) / self.s
+        return torch.softmax(log_r, dim=-1)
 
     def predict_and_attention(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(f*(X), pi)`` from one projection of the tokens on ``(k*, v*)``."""
+        """``(f*(X), pi)`` from one projection of the tokens on ``(k*, v*)`` (``pi``: the inclusion probabilities
+        divided by ``s``)."""
         P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
-        pi = self._posterior_weights(P[..., 0], X)
+        log_r = self.log_ratio(P[..., 0], X)
+        if self.s > 1:
+            incl = inclusion_probabilities(log_r, self.s)
+            return (incl * P[..., 1]).sum(-1), incl / self.s
+        pi = torch.softmax(log_r, dim=-1)
         return (pi * P[..., 1]).sum(-1), pi
 
-    def _posterior_weights(self, pk: torch.Tensor, X) -> torch.Tensor:
-        """``pi = softmax_l s(X_l)`` from the projections ``pk = <X_l, k*>`` (..., L) and the tokens' norms."""
-        score = (self.M / self.gamma**2) * pk
-        if self.gamma != 1.0:
-            score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
-        return torch.softmax(score, dim=-1)  # log-sum-exp inside: scores are O(d) apart
+    def log_ratio(self, pk: torch.Tensor, X) -> torch.Tensor:
+        """``log prior_l + log r_l`` up to a constant shared by the tokens (..., L), from the projections
+        ``pk = <X_l, k*>`` and the tokens' norms (Gaussian tokens) or the tokens themselves (Student-t)."""
+        if math.isfinite(self.df):
+            score = student_t_log_ratio(X, self.M * self.k_star, self.gamma, self.df)
+        else:
+            score = (self.M / self.gamma**2) * pk
+            if self.gamma != 1.0:
+                score = score + 0.5 * (1.0 - self.gamma**-2) * square_norms(X)
+        if self.log_prior is not None:
+            score = score + self.log_prior.to(score.dtype)
+        return score  # scores are O(d) apart: every use is in log space
 
     def in_basis(self, E: torch.Tensor) -> "BayesOptimal":
+        if math.isfinite(self.df):
+            raise NotReducible("Bayes with Student-t tokens reads every coordinate; use the full simulator")
         return dataclasses.replace(self, k_star=coordinates(E, self.k_star), v_star=coordinates(E, self.v_star))
 
     @property
@@ -247,7 +278,7 @@ class Linear:
 
     @classmethod
     def of(cls, task) -> "Linear":
-        return cls(task.v_star, linear_coefficient(task.L, task.gamma))
+        return cls(task.v_star, linear_coefficient(task.L, task.gamma, getattr(task, "n_informative", 1)))
 
     def predict(self, X) -> torch.Tensor:
         return self.c * project(X, self.v_star[..., None]).squeeze(-1).sum(-1)
@@ -272,7 +303,8 @@ class Bilinear:
 
     @classmethod
     def of(cls, task) -> "Bilinear":
-        return cls(task.k_star, task.v_star, bilinear_coefficient(task.d, task.L, task.gamma, task.signal))
+        return cls(task.k_star, task.v_star, bilinear_coefficient(task.d, task.L, task.gamma, task.signal,
+                                                                  getattr(task, "n_informative", 1)))
 
     def predict(self, X) -> torch.Tensor:
         P = project(X, torch.stack([self.k_star, self.v_star], dim=-1))  # (..., L, 2)
@@ -310,3 +342,63 @@ class LeastSquaresLinear:
 
     def in_basis(self, E: torch.Tensor):
         raise NotReducible(f"{self.name} reads every coordinate of every token; use the full simulator")
+
+
+# ----- Bayes for the task variants (docs/variants.md) -------------------------------------------------------------
+def student_t_log_ratio(X: torch.Tensor, mean: torch.Tensor, gamma: float, df: float) -> torch.Tensor:
+    """``log r_l = sum_j [log f((x_lj - mu_j)/gamma) - log f(x_lj)]`` for the unit-variance Student-t density ``f``,
+    up to the constant ``-d log gamma`` shared by the tokens: ``-(df+1)/2 sum_j [log1p(((x - mu)/(gamma c))^2/df)
+    - log1p((x/c)^2/df)]``, ``c = sqrt((df-2)/df)`` (..., L)."""
+    if not isinstance(X, torch.Tensor):
+        raise NotReducible("Bayes with Student-t tokens reads every coordinate; use the full simulator")
+    c2df = (df - 2.0)  # (x/c)^2/df = x^2/(df-2)
+    inf = torch.log1p((X - mean.to(X.dtype)).square() / (gamma**2 * c2df))  # (..., L, d)
+    noise = torch.log1p(X.square() / c2df)
+    return -0.5 * (df + 1.0) * (inf - noise).sum(-1)
+
+
+def subset_posterior(log_r: torch.Tensor, y: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``W = sum_{j in S} y_j`` when ``P(S | X) ∝ prod_{j in S} r_j`` over the sets of size ``s``.
+
+    One pass over the tokens keeps, for every size ``k <= s``, the log normaliser ``log e_k`` of the tokens seen so far
+    and the mean ``a_k`` and variance ``c_k`` of ``sum_{j in S} y_j`` over the sets of size ``k``. Adding token ``l``
+    mixes the sets without it (weight ``1 - w``) with those holding it (weight ``w = r_l e_{k-1} / e_k'``):
+    ``a_k' = (1-w) a_k + w (a_{k-1} + y_l)``, ``c_k' = (1-w) c_k + w c_{k-1} + w (1-w) (a_k - a_{k-1} - y_l)^2``,
+    convex combinations of non-negative terms, so nothing cancels. ``log_r``, ``y``: (..., L); returns (...,), (...,).
+    """
+    batch, L = log_r.shape[:-1], log_r.shape[-1]
+    log_e = torch.full((*batch, s + 1), -math.inf, dtype=log_r.dtype, device=log_r.device)
+    log_e[..., 0] = 0.0
+    a = torch.zeros_like(log_e)
+    c = torch.zeros_like(log_e)
+    for l in range(L):  # the recursion runs along the tokens; everything else is batched
+        lr, yl = log_r[..., l, None], y[..., l, None]  # (..., 1)
+        with_l = log_e[..., :-1] + lr  # (..., s): log of r_l e_{k-1}, k = 1..s
+        new = torch.logaddexp(log_e[..., 1:], with_l)
+        w = torch.exp(with_l - new).nan_to_num(0.0)  # -inf - -inf: no set of that size yet
+        a0, a1, c0, c1 = a[..., 1:], a[..., :-1] + yl, c[..., 1:], c[..., :-1]
+        a_new = (1 - w) * a0 + w * a1
+        c_new = (1 - w) * c0 + w * c1 + w * (1 - w) * (a0 - a1).square()
+        log_e = torch.cat([log_e[..., :1], new], -1)
+        a = torch.cat([a[..., :1], a_new], -1)
+        c = torch.cat([c[..., :1], c_new], -1)
+    return a[..., s], c[..., s]
+
+
+def log_elementary_symmetric(log_r: torch.Tensor, s: int) -> torch.Tensor:
+    """``log e_k(r)`` for ``k = 0..s`` (..., s+1), by the recursion ``e_k' = e_k + r_l e_{k-1}`` in log space
+    (an empty sum is ``-1e30`` rather than ``-inf``, whose ``logaddexp`` has no gradient; ``exp(-1e30)`` is 0)."""
+    log_e = torch.full((*log_r.shape[:-1], s + 1), -1e30, dtype=log_r.dtype, device=log_r.device)
+    log_e[..., 0] = 0.0
+    for l in range(log_r.shape[-1]):
+        log_e = torch.cat([log_e[..., :1], torch.logaddexp(log_e[..., 1:], log_e[..., :-1] + log_r[..., l, None])], -1)
+    return log_e
+
+
+def inclusion_probabilities(log_r: torch.Tensor, s: int) -> torch.Tensor:
+    """``P(l in S | X) = r_l e_{s-1}(r without l) / e_s(r)`` (..., L), computed as ``d log e_s / d log r_l`` (the same
+    quantity, exactly) by differentiating :func:`log_elementary_symmetric`."""
+    with torch.enable_grad():
+        x = log_r.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(log_elementary_symmetric(x, s)[..., s].sum(), x)
+    return g

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from slr.core.seeding import numpy_from_torch
-from slr.core.task import Batch, as_shape, orthonormal_columns
+from slr.core.task import Batch, Task, as_shape, orthonormal_columns
 from slr.theory import signal_norm
 
 
@@ -43,9 +43,17 @@ class ReducedTask:
     """
 
     def __init__(self, d: int, L: int, gamma: float, eps: float = 0.0, signal: float | None = None, *, r: int = 4,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, seed: int = 0,
+                 prior: torch.Tensor | None = None, n_informative: int = 1):
         if not 2 <= r <= d:
             raise ValueError(f"the reduced basis needs 2 <= r <= d, got r={r}, d={d}")
+        if not 1 <= n_informative <= L or (prior is not None and n_informative > 1):
+            raise ValueError(f"need 1 <= n_informative <= L and a uniform prior when n_informative > 1, got "
+                             f"n_informative={n_informative}, L={L}, prior={prior}")
+        self.prior = None if prior is None else torch.as_tensor(prior, dtype=torch.float64)
+        if self.prior is not None:
+            self.prior = self.prior / self.prior.sum()
+        self.n_informative, self.tokens, self.df = int(n_informative), "gaussian", float("inf")
         self.d, self.L, self.gamma, self.eps, self.signal, self.r = int(d), int(L), float(gamma), float(eps), signal, r
         self.seed = seed  # the run's seed (the reduced task itself has no random k*, v*)
         self.M = signal_norm(d, signal)
@@ -55,9 +63,16 @@ class ReducedTask:
 
     @classmethod
     def of(cls, task, r: int = 4) -> "ReducedTask":
-        """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*``."""
+        """The same task seen through an orthonormal basis whose first two vectors are ``k*``, ``v*`` (Gaussian
+        tokens only: the complement of the basis is then an independent isotropic Gaussian)."""
+        if getattr(task, "tokens", "gaussian") != "gaussian":
+            raise ValueError(f"the reduced simulator is not available for {task.tokens} tokens (it needs Gaussian tokens)")
         return cls(task.d, task.L, task.gamma, task.eps, task.signal, r=r, device=task.device, dtype=task.dtype,
-                   seed=getattr(task, "seed", 0))
+                   seed=getattr(task, "seed", 0), prior=getattr(task, "prior", None),
+                   n_informative=getattr(task, "n_informative", 1))
+
+    gaussian = True  # the reduced sampler exists for Gaussian tokens only
+    variant = Task.variant  # what of the task differs from the paper's (docs/variants.md)
 
     def __repr__(self) -> str:
         return f"ReducedTask(d={self.d}, L={self.L}, gamma={self.gamma:g}, eps={self.eps:g}, r={self.r})"
@@ -68,7 +83,10 @@ class ReducedTask:
 
         Drawn by numpy (a generator seeded from ``generator``), whose float64 normals cost about half of torch's:
         this sampler is what the Monte Carlo test excess logged during reduced training draws every few steps.
+        With a prior ``J0`` is drawn from it; with ``s > 1`` informative tokens ``J0`` is (*n, s) and ``W`` their sum.
         """
+        if self.prior is not None or self.n_informative > 1:
+            return self._sample_variant(as_shape(n), generator, dtype or self.dtype)
         shape, dtype = as_shape(n), dtype or self.dtype
         rng = numpy_from_torch(generator) if generator is not None else np.random.default_rng()
         Z = rng.standard_normal((*shape, self.L, self.r))  # (*n, L, r)
@@ -81,6 +99,28 @@ class ReducedTask:
         np.put_along_axis(Z, at[..., None], z0, axis=-2)
         np.put_along_axis(q, at, self.gamma**2 * np.take_along_axis(q, at, axis=-1), axis=-1)
         W = z0[..., 0, 1]  # v* = e_2
+        as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
+        return Batch(ReducedTokens(as_tensor(Z), as_tensor(q)), as_tensor(W + self.eps * xi),
+                     torch.as_tensor(J0, device=self.device), as_tensor(W))
+
+    def _sample_variant(self, shape: tuple[int, ...], generator, dtype) -> Batch:
+        """:meth:`sample` with a position prior or a set of ``s`` informative tokens (``docs/variants.md``)."""
+        rng = numpy_from_torch(generator) if generator is not None else np.random.default_rng()
+        s = self.n_informative
+        Z = rng.standard_normal((*shape, self.L, self.r))  # (*n, L, r)
+        if s > 1:  # a uniformly random s-subset: the s smallest of L uniforms
+            J0 = np.sort(np.argsort(rng.random((*shape, self.L)), axis=-1)[..., :s], axis=-1)  # (*n, s)
+            informative = (np.arange(self.L) == J0[..., None]).any(-2)  # (*n, L)
+        else:
+            J0 = rng.choice(self.L, size=shape, p=self.prior.numpy())  # (*n,)
+            informative = np.arange(self.L) == J0[..., None]
+        xi = rng.standard_normal(shape)
+        q = rng.chisquare(self.d - self.r, (*shape, self.L)) if self.d > self.r else np.zeros((*shape, self.L))
+        scale = np.where(informative, self.gamma, 1.0)  # (*n, L)
+        Z = Z * scale[..., None]
+        Z[..., 0] += self.M * informative  # k* = e_1
+        q = q * scale**2
+        W = (Z[..., 1] * informative).sum(-1)  # v* = e_2
         as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
         return Batch(ReducedTokens(as_tensor(Z), as_tensor(q)), as_tensor(W + self.eps * xi),
                      torch.as_tensor(J0, device=self.device), as_tensor(W))

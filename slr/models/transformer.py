@@ -10,6 +10,7 @@ from torch import nn
 
 NORMS = ("pre", "none")
 POOLS = ("query", "mean")
+POSITIONALS = ("none", "learned")
 
 
 class Block(nn.Module):
@@ -44,10 +45,11 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A standard transformer on the ``L`` tokens (docs/transformer.md), built from ``nn.MultiheadAttention`` blocks.
 
-    Tokens are embedded linearly (``E``: d -> d_model, no bias) and carry no positional encoding: the task is
-    exchangeable in the positions (``J0`` is uniform and the other tokens are i.i.d.), so the Bayes-optimal
-    predictor is a symmetric function of the tokens, and a positional code could only add a spurious dependence on
-    the order. ``n_layers`` blocks (self-attention, then an MLP of width ``mlp * d_model`` when ``mlp > 0``,
+    Tokens are embedded linearly (``E``: d -> d_model, no bias) and by default carry no positional encoding: the
+    paper's task is exchangeable in the positions (``J0`` is uniform and the other tokens are i.i.d.), so the
+    Bayes-optimal predictor is a symmetric function of the tokens, and a positional code could only add a spurious
+    dependence on the order. Under a non-uniform position prior (``docs/variants.md``) Bayes is not symmetric:
+    ``positional="learned"`` adds a learned embedding ``P_l`` (d_model) to token ``l``, so that the model can use it. ``n_layers`` blocks (self-attention, then an MLP of width ``mlp * d_model`` when ``mlp > 0``,
     pre-LayerNorm when ``norm="pre"``) are followed by a linear readout of
 
     - ``pool="query"``: a learned ``[CLS]``-style query token, prepended to the sequence and updated by every block;
@@ -59,13 +61,15 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, d: int, L: int, d_model: int = 16, n_heads: int = 1, n_layers: int = 1, mlp: float = 0.0,
-                 norm: str = "none", pool: str = "query"):
+                 norm: str = "none", pool: str = "query", positional: str = "none"):
         super().__init__()
-        if norm not in NORMS or pool not in POOLS or n_layers < 1 or n_heads < 1 or d_model % n_heads or mlp < 0:
-            raise ValueError(f"invalid transformer: norm={norm!r}, pool={pool!r}, n_layers={n_layers}, "
-                             f"n_heads={n_heads}, d_model={d_model}, mlp={mlp}")
+        if (norm not in NORMS or pool not in POOLS or positional not in POSITIONALS or n_layers < 1 or n_heads < 1
+                or d_model % n_heads or mlp < 0):
+            raise ValueError(f"invalid transformer: norm={norm!r}, pool={pool!r}, positional={positional!r}, "
+                             f"n_layers={n_layers}, n_heads={n_heads}, d_model={d_model}, mlp={mlp}")
         self.d, self.L, self.d_model, self.n_heads, self.pool = d, L, d_model, n_heads, pool
         self.embed = nn.Linear(d, d_model, bias=False)
+        self.position = nn.Parameter(0.1 * torch.randn(L, d_model)) if positional == "learned" else None  # (L, d_model)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp, norm) for _ in range(n_layers))
         self.query = nn.Parameter(torch.randn(d_model) / math.sqrt(d_model)) if pool == "query" else None
         self.final_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
@@ -75,6 +79,8 @@ class Transformer(nn.Module):
 
     def _run(self, X: torch.Tensor):
         H = self.embed(X)  # (B, L, d_model)
+        if self.position is not None:
+            H = H + self.position
         B, L, _ = H.shape
         mask = None
         if self.pool == "query":

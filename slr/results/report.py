@@ -37,7 +37,9 @@ def run_report(job: sweep.Job) -> str:
     if job.overrides:
         lines.append("overrides: " + " ".join(f"{k}={v}" for k, v in job.overrides.items()))
     if isinstance(s.get("task"), dict):
-        lines.append("task: " + ", ".join(f"{k}={_num(v)}" for k, v in s["task"].items()))
+        variant = s["task"].get("variant") or {}
+        lines.append("task: " + ", ".join(f"{k}={_num(v)}" for k, v in s["task"].items() if k != "variant")
+                     + "".join(f", {k}={v}" for k, v in variant.items() if k != "name"))
     t = s.get("trained")
     if isinstance(t, dict):
         kernel = f", {t['kernel']} step" if t.get("kernel") else ""  # compiled, numpy or torch

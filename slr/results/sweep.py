@@ -69,7 +69,7 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 def parse_value(text: str) -> Any:
     """An override's value as Hydra wrote it (``10``, ``1e-3``, ``null``, ``erf``) -> int, float, bool, None or str."""
     low = text.strip().lower()
-    if low in ("null", "none", "~"):
+    if low in ("null", "~"):  # as Hydra reads an override: "none" is a string (predictor.norm=none)
         return None
     if low in ("true", "false"):
         return low == "true"
@@ -267,6 +267,24 @@ def trained_diagnostics(jobs: Sequence[Job]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def prior_as_weight(jobs: Sequence[Job]) -> None:
+    """A swept position prior (``task.prior=uniform`` or ``[w1,...,wL]``) as one number, its normalised weight on the
+    first position (``1/L`` for uniform), so that a sweep over priors has a numeric axis (``docs/variants.md``)."""
+    for job in jobs:
+        value = job.overrides.get("task.prior")
+        if value is None:
+            continue
+        L = ((job.summary or {}).get("task") or {}).get("L")
+        if value == "uniform" and L:
+            job.overrides["task.prior"] = 1.0 / L
+        elif isinstance(value, str) and value.startswith("["):
+            try:
+                w = [float(x) for x in value.strip("[]").split(",")]
+                job.overrides["task.prior"] = w[0] / sum(w)
+            except (ValueError, ZeroDivisionError):
+                pass
+
+
 def _float(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
 
@@ -382,8 +400,10 @@ def _label(name: str, rows: pd.DataFrame, x: str | None) -> str:
         label = f"{name}, λ on the x axis"
     else:
         label = f"{name}, λ from {lam.min():.2g} to {lam.max():.2g}"
-    if (rows["source"] == "importance sampling").any():
+    if (rows["source"] == "importance sampling").all():
         label += " (importance sampling)"
+    elif (rows["source"] == "importance sampling").any():  # e.g. the paper's task by IS, its variants by Monte Carlo
+        label += " (importance sampling where available, else Monte Carlo)"
     return label
 
 

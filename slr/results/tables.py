@@ -27,12 +27,15 @@ def _bayes_cells(e: dict) -> tuple[str, str]:
         return f"10^{tiny:.1f} ± {100 * e.get('importance_sampling_rel_se', math.nan):.2g}%", "importance sampling"
     if e.get("importance_sampling") is not None:
         return f"{e['importance_sampling']:.4g} ± {e.get('importance_sampling_se', math.nan):<7.2g}", "importance sampling"
+    if e.get("mc") is None or e["mc"] != e["mc"]:  # a user's task without bayes_predict
+        return "not given", "Monte Carlo"
     return f"{e['mc']:.4g} ± {e['se']:<7.2g}", "Monte Carlo"
 
 
 def comparison_table(excess: dict) -> str:
     """The comparison printed at the end of a run: one row per predictor, Bayes first with one number."""
     lines = [f"{'predictor':<46}{'excess risk':>22}{'closed form':>14}{'excess over Bayes':>24}"]
+    notes: set = set()
     for key, e in excess.items():
         name = e["name"] + (f", lam={e['lam']:.3g}" if "lam" in e else "")
         if "per_repeat" in e:
@@ -43,11 +46,19 @@ def comparison_table(excess: dict) -> str:
             continue
         cf = e.get("closed_form")
         cf_s = "" if cf is None else f"{cf:.4g}"
-        ob = f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
+        if e.get("closed_form_note"):  # e.g. not available for student_t tokens
+            cf_s = "n/a"
+            notes.add(e["closed_form_note"])
+        ob = "" if e.get("over_bayes") is None or e["over_bayes"] != e["over_bayes"] else \
+            f"{e['over_bayes']:.4g} ± {e['over_bayes_se']:.2g}"
         lines.append(f"{name:<46}{e['mc']:>12.4g} ± {e['se']:<7.2g}{cf_s:>14}{ob:>24}")
     lines.append("(± one standard error. Excess risk: Monte Carlo on shared test samples, Bayes by importance sampling "
                  "where it ran; trained: mean over repeats, its error combining the spread of the repeats and the Monte "
                  "Carlo error; closed form: median over repeats; excess over Bayes: paired Monte Carlo)")
+    for note in sorted(notes):
+        lines.append(f"(n/a: closed forms and the reduced simulator are {note})")
+    if "importance_sampling_note" in excess.get("bayes", {}):
+        lines.append(f"(Bayes by importance sampling: {excess['bayes']['importance_sampling_note']}; Monte Carlo instead)")
     return "\n".join(lines)
 
 

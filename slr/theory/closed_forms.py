@@ -159,14 +159,24 @@ def erf_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float) -> M
 
 
 def erf_excess(lam, kappa, nu, theta, eta, rho, *, d: int, L: int, gamma: float, signal: float | None = None,
-               norm_k=1.0, norm_v=1.0):
-    """Excess risk of erf attention at any overlaps and norms: ``gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K``
+               norm_k=1.0, norm_v=1.0, s: int = 1):
+    """Excess risk of erf attention at any overlaps and norms: ``s gamma^2 - 2 V Q1 + V^2 Q2`` at ``lam K``
     (``docs/closed-forms.md`` §4).
 
     The overlaps are those of the unit vectors ``k/K`` and ``v/V``. Evaluated as a sum of nonnegative parts,
     ``Var(A - W) + (L-1) Var(B) + (E A + (L-1) E B)^2`` (:func:`_stable_excess`), so that it keeps its relative precision
     where the excess is many orders below ``gamma^2`` (at ``d`` up to 1e12 and ``lam`` down to 1e-7) and is never negative.
+    With ``s > 1`` informative tokens: ``Q1 = s E[AW]``, ``Q2 = s E[A^2] + s(s-1) E[A]^2 + 2 s (L-s) E[A] E[B]
+    + (L-s) E[B^2] + (L-s)(L-s-1) E[B]^2`` from the moments (``docs/variant-several-tokens.md``).
     """
+    if s > 1:  # several informative tokens (docs/variant-several-tokens.md), from the moments
+        mo = erf_moments(np.asarray(lam, dtype=float) * norm_k, kappa, nu, theta, eta, rho,
+                         M=signal_norm(d, signal), gamma=gamma)
+        n = L - s  # noise tokens
+        Q1 = s * mo.EAW
+        Q2 = s * mo.EA2 + s * (s - 1) * mo.EA**2 + 2 * s * n * mo.EA * mo.EB + n * mo.EB2 + n * (n - 1) * mo.EB**2
+        V = np.asarray(norm_v, dtype=float)
+        return s * gamma**2 - 2.0 * V * Q1 + V * V * Q2
     return _stable_excess(np.asarray(lam, dtype=float) * norm_k, kappa, nu, theta, eta, rho, M=signal_norm(d, signal),
                           L=L, gamma=gamma, V=norm_v)
 
@@ -243,42 +253,43 @@ def _stable_excess(lam, kappa, nu, theta, eta, rho, *, M: float, L: int, gamma: 
     return var_h + g2 * Q + (L - 1) * V * V * var_B + mean * mean
 
 
-def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = None):
-    """Oracle ``k = k*``, ``v = v*``: ``gamma^2 [1 - 2 erf(lam M/sqrt(1+2 lam^2 gamma^2)) + zeta(lam M, lam gamma)] + (L-1) zeta(0, lam)``,
-    evaluated as ``gamma^2 E erfc(lam M + lam gamma Z)^2 + (L-1) zeta(0, lam)`` (no cancellation at large ``d``)."""
+def oracle_excess(lam, *, d: int, L: int, gamma: float, signal: float | None = None, s: int = 1):
+    """Oracle ``k = k*``, ``v = v*``: ``s gamma^2 [1 - 2 erf(lam M/sqrt(1+2 lam^2 gamma^2)) + zeta(lam M, lam gamma)]
+    + (L-s) zeta(0, lam)`` (``s`` informative tokens, ``docs/variant-several-tokens.md``; 1 in the paper's task),
+    evaluated as ``s gamma^2 E erfc(lam M + lam gamma Z)^2 + (L-s) zeta(0, lam)`` (no cancellation at large ``d``)."""
     lam = np.asarray(lam, dtype=float)
     M = signal_norm(d, signal)
-    return gamma**2 * erfc_square_mean(lam * M, lam * gamma) + (L - 1) * zeta(0.0, lam)
+    return s * gamma**2 * erfc_square_mean(lam * M, lam * gamma) + (L - s) * zeta(0.0, lam)
 
 
-def linear_excess(L: int, gamma: float):
-    """Best affine predictor: ``gamma^2 (L-1)/(gamma^2 + L - 1)``, independent of ``d``
-    (``docs/closed-forms.md`` §5)."""
-    return gamma**2 * (L - 1) / (gamma**2 + L - 1)
+def linear_excess(L: int, gamma: float, s: int = 1):
+    """Best affine predictor: ``s gamma^2 (L-s)/(s gamma^2 + L - s)``, independent of ``d``
+    (``docs/closed-forms.md`` §5; ``docs/variant-several-tokens.md`` for ``s > 1``)."""
+    return s * gamma**2 * (L - s) / (s * gamma**2 + L - s)
 
 
-def linear_coefficient(L: int, gamma: float) -> float:
-    """Best linear coefficient: ``beta_l = gamma^2/(gamma^2 + L - 1) v*`` for every position
+def linear_coefficient(L: int, gamma: float, s: int = 1) -> float:
+    """Best linear coefficient: ``beta_l = s gamma^2/(s gamma^2 + L - s) v*`` for every position
     (``docs/task-and-predictors.md`` §2)."""
-    return gamma**2 / (gamma**2 + L - 1)
+    return s * gamma**2 / (s * gamma**2 + L - s)
 
 
-def bilinear_coefficient(d: int, L: int, gamma: float, signal: float | None = None) -> float:
-    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``M gamma^2 / ((M^2+gamma^2) gamma^2 + L - 1)``
+def bilinear_coefficient(d: int, L: int, gamma: float, signal: float | None = None, s: int = 1) -> float:
+    """Best ``c`` of ``c sum_l <X_l,k*><X_l,v*>``: ``s M gamma^2 / (s (M^2+gamma^2) gamma^2 + L - s)``
     (``docs/task-and-predictors.md`` §2)."""
     M = signal_norm(d, signal)
-    return M * gamma**2 / ((M**2 + gamma**2) * gamma**2 + L - 1)
+    return s * M * gamma**2 / (s * (M**2 + gamma**2) * gamma**2 + L - s)
 
 
-def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None):
-    """Best bilinear predictor: ``gamma^2 (gamma^4 + L - 1)/(gamma^2 M^2 + gamma^4 + L - 1)``
+def bilinear_excess(d: int, L: int, gamma: float, signal: float | None = None, s: int = 1):
+    """Best bilinear predictor: ``s gamma^2 (s gamma^4 + L - s)/(s gamma^2 M^2 + s gamma^4 + L - s)``
     (``docs/closed-forms.md`` §5)."""
     M = signal_norm(d, signal)
-    return gamma**2 * (gamma**4 + L - 1) / (gamma**2 * M**2 + gamma**4 + L - 1)
+    return s * gamma**2 * (s * gamma**4 + L - s) / (s * gamma**2 * M**2 + s * gamma**4 + L - s)
 
 
 def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None,
-                    bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+                    bounds: tuple[float, float] | None = None, s: int = 1) -> tuple[float, float]:
     """``(lam, excess)`` minimising ``oracle_excess`` over ``lam``: the best of a log grid, then a golden-section
     search on ``log lam`` between its neighbours (to 1e-10; no scipy.optimize, whose import costs a short job
     more than the search).
@@ -288,12 +299,12 @@ def best_oracle_lam(*, d: int, L: int, gamma: float, signal: float | None = None
     billions."""
     bounds = bounds or (min(1e-4, 0.01 / math.sqrt(d)), 1e3)
     grid = np.geomspace(*bounds, 400)
-    values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal)
+    values = oracle_excess(grid, d=d, L=L, gamma=gamma, signal=signal, s=s)
     i = int(np.argmin(values))
     a, b = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
 
     def f(x: float) -> float:
-        return float(oracle_excess(math.exp(x), d=d, L=L, gamma=gamma, signal=signal))
+        return float(oracle_excess(math.exp(x), d=d, L=L, gamma=gamma, signal=signal, s=s))
 
     r = (math.sqrt(5.0) - 1.0) / 2.0
     c, e = b - r * (b - a), a + r * (b - a)
@@ -353,9 +364,10 @@ class ErfRiskGradient:
     are products.
     """
 
-    def __init__(self, lam: float, *, M: float, L: int, gamma: float):
+    def __init__(self, lam: float, *, M: float, L: int, gamma: float, n_informative: int = 1):
         s = lam * gamma
         self.lam, self.M, self.L, self.gamma, self.s = lam, M, L, gamma, s
+        self.n_informative = int(n_informative)  # several informative tokens: docs/variant-several-tokens.md
         self.p = math.sqrt(1.0 + 2.0 * s * s)
         self.q = math.sqrt(1.0 + 4.0 * s * s)
         self.beta1, self.beta2, _ = noise_token_moments(lam)  # E[B] = beta1 rho, E[B^2] = zeta(0, lam) + beta2 rho^2
@@ -390,6 +402,8 @@ class ErfRiskGradient:
         EA2_k = dc * ((m * m + g * g) * z1 + 2.0 * m * gs * rho * z2 + (gs * rho) * (gs * rho) * z3)
         EA2_t = 2.0 * M * m * z0 + 2.0 * M * gs * rho * z1
         EA2_r = 2.0 * m * gs * z1 + 2.0 * gs * gs * rho * z2
+        if self.n_informative > 1:
+            return self._several(EA, EA_k, EA_t, EA_r, EA2_k, EA2_t, EA2_r, EAW_k, EAW_n, EAW_t, EAW_e, EAW_r, rho)
         # noise-token terms: 2(L-1) E[A] E[B] + (L-1) E[B^2] + (L-1)(L-2) E[B]^2, E[B] = beta1 rho
         cross = 2.0 * (L - 1) * self.beta1
         R_k = EA2_k - 2.0 * EAW_k + cross * rho * EA_k
@@ -398,6 +412,20 @@ class ErfRiskGradient:
         R_e = -2.0 * EAW_e
         R_r = (EA2_r - 2.0 * EAW_r + cross * (EA + rho * EA_r)
                + 2.0 * (L - 1) * rho * (self.beta2 + (L - 2) * (self.beta1 * self.beta1)))
+        return R_k, R_n, R_t, R_e, R_r
+
+    def _several(self, EA, EA_k, EA_t, EA_r, EA2_k, EA2_t, EA2_r, EAW_k, EAW_n, EAW_t, EAW_e, EAW_r, rho):
+        """The partials of ``s gamma^2 - 2 s E[AW] + s E[A^2] + s(s-1) E[A]^2 + 2 s n E[A] E[B] + n E[B^2]
+        + n(n-1) E[B]^2`` with ``n = L - s`` noise tokens (``s`` informative tokens, :func:`erf_excess`)."""
+        s, n, b1, b2 = self.n_informative, self.L - self.n_informative, self.beta1, self.beta2
+        own = 2.0 * s * (s - 1) * EA  # d/dx of s(s-1) E[A]^2, per unit dE[A]/dx
+        cross = 2.0 * s * n * b1  # d/dx of 2 s n E[A] beta1 rho, per unit rho dE[A]/dx
+        R_k = s * (EA2_k - 2.0 * EAW_k) + (own + cross * rho) * EA_k
+        R_n = -2.0 * s * EAW_n
+        R_t = s * (EA2_t - 2.0 * EAW_t) + (own + cross * rho) * EA_t
+        R_e = -2.0 * s * EAW_e
+        R_r = (s * (EA2_r - 2.0 * EAW_r) + (own + cross * rho) * EA_r + cross * EA
+               + 2.0 * n * rho * (b2 + (n - 1) * b1 * b1))
         return R_k, R_n, R_t, R_e, R_r
 
 

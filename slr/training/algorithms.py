@@ -447,9 +447,10 @@ class PopulationPGD(Algorithm):
         self.ks = eval_task.k_star.detach().to("cpu", torch.float64).numpy()
         self.vs = eval_task.v_star.detach().to("cpu", torch.float64).numpy()
         self.lr, self.M, self.L, self.gamma = lr, M, L, gamma
+        self.n_informative = int(getattr(eval_task, "n_informative", 1))
         self._grad = None
-        # the one condition for the compiled step: it implements float64 PGD on the noise-free closed form
-        applies = self.KV.dtype == np.float64
+        # the conditions for the compiled step: it implements float64 PGD on the noise-free closed form, s = 1
+        applies = self.KV.dtype == np.float64 and self.n_informative == 1
         self._kernel = slr.training.kernels.pgd_step() if applies and kernel is not False else None
         if kernel and self._kernel is None:
             raise RuntimeError("the compiled PGD step is not available (a build failure is logged as a warning)")
@@ -459,7 +460,7 @@ class PopulationPGD(Algorithm):
         """Euclidean gradient (R, 2, D) of the closed-form risk at ``KV``, in its dtype:
         ``grad_k R = R_kappa k* + R_eta v* + R_rho v``, ``grad_v R = R_nu v* + R_theta k* + R_rho k``."""
         if self._grad is None or self._grad.lam != lam:
-            self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma)
+            self._grad = ErfRiskGradient(lam, M=self.M, L=self.L, gamma=self.gamma, n_informative=self.n_informative)
         k, v, ks, vs = self.KV[:, 0], self.KV[:, 1], self.ks, self.vs
         Rk, Rn, Rt, Re, Rr = (np.asarray(x, dtype=self.KV.dtype)
                               for x in self._grad(k @ ks, v @ vs, v @ ks, k @ vs, (k * v).sum(-1)))

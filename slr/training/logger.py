@@ -24,11 +24,12 @@ class StepLogger:
 
     def __call__(self, t: int, lam: float | None, algo: Algorithm, alive: np.ndarray) -> list[dict]:
         cols = {}
-        if algo.defines_directions:
+        if algo.defines_directions and getattr(self.task, "directions", True):  # a user's task may have no k*, v*
             o = algo.overlaps()
             cols = {k: o[k] for k in (*OVERLAPS, "norm_k", "norm_v")}
             cols["dist_to_M"] = np.sqrt(o["theta"] ** 2 + o["eta"] ** 2 + o["rho"] ** 2)
-            excess = algo.closed_form_excess(lam, o, self.task)
+            # the closed form assumes Gaussian tokens
+            excess = algo.closed_form_excess(lam, o, self.task) if getattr(self.task, "gaussian", True) else None
             if excess is not None:
                 cols["excess"] = excess
         if algo.stochastic and self.n_test > 0:
