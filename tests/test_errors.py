@@ -56,6 +56,8 @@ REFUSED_BY_CHECK = [
     (["train=pgd", "train.simulator=ode"], "train.simulator"),
     (["predictor=softmax", "train.simulator=ode"], "train.simulator"),
     (["train.simulator=ode", "train.projected=false"], "train.projected"),
+    (["train.simulator=ode", "task.tokens=student_t"], "task.tokens"),
+    (["train.simulator=ode", "task.n_informative=2"], "task.n_informative"),
     # non-finite numbers
     (["task.gamma=nan"], "task.gamma"),
     (["task.gamma=inf"], "task.gamma"),

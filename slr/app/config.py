@@ -561,6 +561,14 @@ def _ode(cfg: DictConfig) -> None:
     if cfg.eval.simulator == "full":
         raise ConfigError("eval.simulator", "full", "reduced or null with train.simulator=ode (the ODE tracks "
                           "overlaps, not d-dimensional vectors)")
+    if OmegaConf.select(cfg, "task._target_") is not None:
+        raise ConfigError("train.simulator", "ode", "full with task=custom: the limit ODE is derived for the "
+                          "paper's Gaussian task")
+    for key, default in (("task.tokens", "gaussian"), ("task.n_informative", 1)):
+        value = OmegaConf.select(cfg, key, default=default)
+        if value != default:
+            raise ConfigError(key, value, f"{default} with train.simulator=ode: the limit ODE is derived for Gaussian "
+                              "tokens and one informative token (use train.simulator=reduced or full)")
 
 
 def _flow(cfg: DictConfig) -> None:
