@@ -30,6 +30,10 @@ Measures (single torch thread, as in every job):
   flow_sphere_1e9      the gradient flow (train=flow) of 30 repeats from the sphere at d=1e9 to convergence (every
                        Riemannian gradient norm below grad_tol): at lam=0.1 (grad_tol 1e-8) and at lam=auto
                        (grad_tol 1e-12); wall seconds, solver steps and evaluations                  target <= 5 s
+  sgd_limit            experiment=paper_sgd_sphere_schedule's training (d=80, 30 repeats, batch 5, 200000 steps,
+                       lam_t = 2/(1 + 1e-4 t), sphere starts; logging off) through the SGD-limit ODE
+                       (train.simulator=ode) and through the exact reduced chain (compiled): seconds, ratio,
+                       final median |kappa|, |nu|                                                 target >= 20
   paper                the paper's five presets (docs/training.md) through scripts/reproduce_paper.py (2 jobs): wall
   time,
                        per-experiment seconds and steps per second                               target <= 15 s
@@ -315,6 +319,30 @@ def bench_modules(steps: int) -> dict:
     return out
 
 
+def bench_sgd_limit() -> dict:
+    from slr.core.predictors import ERF
+    from slr.core.task import Task
+    from slr.training.algorithms import ReducedSGD, lam_schedule, train
+    from slr.training.sgd_limit import SGDLimit
+
+    d, L, B, lr, steps, R = 80, 10, 5, 1e-3, 200_000, 30
+    task = Task(d, L, GAMMA, 0.1, None, seed=0)
+    schedule = lam_schedule("inverse", 2.0, 1e-4)
+    out = {}
+    for name in ("chain", "ode"):
+        C0 = init_sphere(R, d, numpy_generator(0, "init"))
+        algo = (ReducedSGD(task, ERF, C0, lr=lr, batch_size=B, projected=True, generator=torch.Generator().manual_seed(0))
+                if name == "chain" else SGDLimit(task, C0, lr=lr, batch_size=B, schedule=schedule, horizon=steps))
+        start = time.perf_counter()
+        train(algo, steps=steps, log_every=500, schedule=schedule, log=lambda *a: [])
+        o = algo.overlaps()
+        out[f"{name}_s"] = time.perf_counter() - start
+        out[f"{name}_kappa"] = float(np.median(np.abs(o["kappa"])))
+        out[f"{name}_nu"] = float(np.median(np.abs(o["nu"])))
+    out["ratio"] = out["chain_s"] / out["ode_s"]
+    return {"sgd_limit": out}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip the full-scale paper experiments")
@@ -329,7 +357,7 @@ def main(argv=None) -> int:
     results["load_before"] = os.getloadavg()
     print(f"[bench] load average: {results['load_before']}", flush=True)
     for name, fn in [("sgd", lambda: bench_sgd(args.steps)), ("pgd", lambda: bench_pgd(args.steps)),
-                     ("zeta", bench_zeta), ("flow", bench_flow), ("modules", lambda: bench_modules(args.steps))]:
+                     ("zeta", bench_zeta), ("flow", bench_flow), ("sgd_limit", bench_sgd_limit), ("modules", lambda: bench_modules(args.steps))]:
         print(f"[bench] {name} ...", flush=True)
         results.update(fn())
     print("[bench] steps (training loop, logging off) ...", flush=True)
@@ -365,7 +393,7 @@ def report(results: dict) -> None:
 
     print()
     for key in ("sgd_reduced_vs_full", "sgd_reduced_vs_full_300", "sgd_reduced_d", "pgd_reduced_vs_full",
-                "pgd_compiled_vs_numpy", "zeta_quadrature", *sorted(k for k in results if k.startswith("modules_"))):
+                "pgd_compiled_vs_numpy", "zeta_quadrature", "sgd_limit", *sorted(k for k in results if k.startswith("modules_"))):
         print(f"{key:<24}", fmt(results[key]))
     for k, r in results.get("flow_sphere_1e9", {}).items():
         print(f"{'flow_sphere_1e9 ' + k:<24}", fmt(r))

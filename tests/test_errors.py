@@ -52,6 +52,12 @@ REFUSED_BY_CHECK = [
     (["train.log_every=0"], "train.log_every"),
     (["eval.n_test=0"], "eval.n_test"),
     (["train=erm", "train.n_train=0"], "train.n_train"),
+    (["train=erm", "train.simulator=ode"], "train.simulator"),
+    (["train=pgd", "train.simulator=ode"], "train.simulator"),
+    (["predictor=softmax", "train.simulator=ode"], "train.simulator"),
+    (["train.simulator=ode", "train.projected=false"], "train.projected"),
+    (["train.simulator=ode", "task.tokens=student_t"], "task.tokens"),
+    (["train.simulator=ode", "task.n_informative=2"], "task.n_informative"),
     # non-finite numbers
     (["task.gamma=nan"], "task.gamma"),
     (["task.gamma=inf"], "task.gamma"),
@@ -223,6 +229,8 @@ CLI_CASES = {  # name: (overrides, the field the message must name)
     "unknown_launcher": (["hydra/launcher=bogus"], "hydra/launcher"),
     "lam_auto_softmax": (["predictor=softmax", "predictor.lam=auto"], "predictor.lam"),
     "pgd_noise": (["train=pgd", "train.noise=-1"], "train.noise"),
+    "ode_erm": (["train=erm", "train.simulator=ode"], "train.simulator"),
+    "ode_softmax": (["predictor=softmax", "train.simulator=ode"], "train.simulator"),
     "flow_no_tolerance": (["train=flow", "train.until_converged=true"], "train.grad_tol"),
 }
 

@@ -27,6 +27,15 @@ def build_sgd(cfg, task, C0, init_rng) -> Algorithm:
     from slr.training.algorithms import FullSGD, ReducedSGD, embed
 
     kind, tc = ATTENTION_KINDS[cfg.predictor.name], cfg.train
+    if tc.simulator == "ode":
+        from slr.app.config import initial_lam
+        from slr.training.algorithms import lam_schedule
+        from slr.training.sgd_limit import SGDLimit
+
+        lam0 = initial_lam(cfg, task.d, task.L, task.gamma, task.signal)
+        return SGDLimit(task, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,
+                        schedule=lam_schedule(tc.lam_schedule, lam0, tc.schedule_rate), correction=tc.ode_correction,
+                        horizon=tc.steps)
     gen = torch_generator(cfg.seed, "train", task.device)
     if tc.simulator == "reduced":
         return ReducedSGD(task, kind, C0, lr=learning_rate(cfg, task.d), batch_size=tc.batch_size,

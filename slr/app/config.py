@@ -103,7 +103,7 @@ class TrainConfig:
     lam_schedule: str = "constant"  # constant | inverse
     schedule_rate: float = 1e-4
     log_every: int = 50
-    simulator: str = "full"  # full | reduced
+    simulator: str = "full"  # full | reduced | ode (train=sgd with erf attention: the high-dimensional limit)
     lr_scale: str = "none"  # none | d: the learning rate used is train.lr / d (the risk's curvature grows like d)
 
 
@@ -118,6 +118,9 @@ class SGDConfig(TrainConfig):
     projected: bool = True
     log_test_size: int = 1000  # test samples behind the Monte Carlo excess logged with each row
     dtype: str = "float32"  # of the full simulator's samples and parameters (the reduced one is float64)
+    # simulator=ode only (docs/dynamics.md): the noise's second-order term and the fluctuation of M theta (true), or
+    # the plain gradient flow at step delta = lr d (false)
+    ode_correction: bool = True
     # torch modules (predictor=transformer|module) only; attention keeps its projected SGD
     optimizer: str = "sgd"  # sgd | adam | adamw
     weight_decay: float = 0.0
@@ -535,7 +538,7 @@ def check(cfg: DictConfig) -> None:
     _number(cfg, "train.schedule_rate", low=0)
     _choice(cfg, "train.init", INIT_NAMES)
     _choice(cfg, "train.lam_schedule", ("constant", "inverse"))
-    _choice(cfg, "train.simulator", ("full", "reduced"))
+    _choice(cfg, "train.simulator", ("full", "reduced", "ode"))
     _choice(cfg, "train.lr_scale", ("none", "d"))
     if "noise" in cfg.train:
         _number(cfg, "train.noise", low=0)
@@ -564,7 +567,9 @@ def check(cfg: DictConfig) -> None:
     if algo == "erm" and cfg.train.simulator == "reduced":
         raise ConfigError("train.simulator", "reduced", "full with train=erm: a fixed training set pulls k and v "
                           "out of any low-dimensional span, so ERM has no exact reduced form")
-    reduced = cfg.train.simulator == "reduced" or cfg.eval.simulator == "reduced"
+    if cfg.train.simulator == "ode":
+        _ode(cfg)
+    reduced = cfg.train.simulator in ("reduced", "ode") or cfg.eval.simulator == "reduced"
     if reduced and cfg.task.d < 5:
         raise ConfigError("task.d", cfg.task.d, ">= 5 with the reduced simulator (the 4-dim span of k*, v*, k, v "
                           "needs a non-empty complement); use train.simulator=full for smaller d")
@@ -579,6 +584,33 @@ def check(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError("device", cfg.device, "cpu, or a cuda device that this machine has "
                               f"(cuda available: {torch.cuda.is_available()})")
+
+
+def _ode(cfg: DictConfig) -> None:
+    """``train.simulator=ode``: the high-dimensional limit of online projected SGD of erf attention only."""
+    algo = cfg.train.algo
+    if algo != "sgd":
+        raise ConfigError("train.simulator", "ode", f"full or reduced with train={algo}: the ode simulator is the "
+                          "high-dimensional limit of online SGD (train=sgd); a fixed training set (erm) has no such "
+                          "limit, and PGD's continuous-time limit is train=flow")
+    if cfg.predictor.name != "erf":
+        raise ConfigError("train.simulator", "ode", f"full or reduced with predictor={cfg.predictor.name}: the limit "
+                          "ODE is derived for erf attention (its closed-form risk and Gaussian moments); "
+                          "use predictor=erf")
+    if not cfg.train.projected:
+        raise ConfigError("train.projected", "false", "true with train.simulator=ode: the limit is that of projected "
+                          "SGD on the unit spheres")
+    if cfg.eval.simulator == "full":
+        raise ConfigError("eval.simulator", "full", "reduced or null with train.simulator=ode (the ODE tracks "
+                          "overlaps, not d-dimensional vectors)")
+    if OmegaConf.select(cfg, "task._target_") is not None:
+        raise ConfigError("train.simulator", "ode", "full with task=custom: the limit ODE is derived for the "
+                          "paper's Gaussian task")
+    for key, default in (("task.tokens", "gaussian"), ("task.n_informative", 1)):
+        value = OmegaConf.select(cfg, key, default=default)
+        if value != default:
+            raise ConfigError(key, value, f"{default} with train.simulator=ode: the limit ODE is derived for Gaussian "
+                              "tokens and one informative token (use train.simulator=reduced or full)")
 
 
 def _flow(cfg: DictConfig) -> None:

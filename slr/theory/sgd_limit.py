@@ -1,0 +1,213 @@
+"""The deterministic limit of online projected SGD of erf attention at step ``lr = delta/d`` (``docs/dynamics.md``,
+section "Online SGD: the high-dimensional limit").
+
+Time is ``t = step/d``. The state of one run is the mean of the five overlaps and ``V``, the variance of the fast
+variable ``m = M theta`` (``M <v, k*>``), which fluctuates by O(1) from step to step at every ``d``:
+
+    d o/dt = delta E F(o) + delta^2 C(o)     (E: over the two sigma points o +- sqrt(V)/M (0,0,1,0,kappa); C at the mean)
+    dV/dt  = d [((1 - dm a1)^2 + dm^2 Var(A)/B - 1) V + dm^2 Var(beta_J0)/B],     dm = delta (M^2/d) (1 - theta^2)
+
+``F`` is the gradient flow's overlap drift (:func:`slr.theory.flow.overlap_drift`), ``C`` the second-order term of the normalisation ``1/|k - lr g|`` (the
+gradient noise), and the ``V`` equation the exact second-moment recursion of ``m``, an AR(1) process with random
+coefficient ``A = 2 erf(lam <X_J0, k>)^2`` (batch mean) and noise ``beta_J0``. Every expectation over the tokens is a
+deterministic Gauss-Hermite quadrature over a token's two or three Gaussian projections (:func:`sample_moments`).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import erf
+
+from slr.theory.closed_forms import TWO_OVER_SQRT_PI, erf_excess
+from slr.theory.flow import overlap_drift
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights for ``E f(Z)``, ``Z ~ N(0, 1)`` (probabilists' weight ``exp(-x^2/2)``)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / _SQRT_2PI
+
+
+OUTER_NODES = 64  # over the projection on k (erf of it is not a polynomial)
+INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
+_ZO, _WO = _hermite(OUTER_NODES)
+_ZI, _WI = _hermite(INNER_NODES)
+
+
+class SampleMoments(NamedTuple):
+    """Expectations over one sequence of the per-sample gradient coefficients ``alpha_l = 2 r lam erf'(lam a_l) b_l``
+    and ``beta_l = 2 r erf(lam a_l)`` (``a_l = <X_l, k>``, ``b_l = <X_l, v>``, ``r = T(X) - Y``): the moments of erf
+    attention (checks against the closed forms), the out-of-span sums ``E sum_l s_l^2 alpha_l^2`` (``s`` = gamma at
+    ``J0``, else 1), the informative token's ``alpha``, ``beta`` and ``A = 2 erf(lam a_J0)^2``."""
+
+    EA: np.ndarray  # E erf(lam a_J0) b_J0
+    EAW: np.ndarray
+    EA2: np.ndarray
+    EB: np.ndarray  # E erf(lam a) b, a noise token
+    EB2: np.ndarray
+    S_aa: np.ndarray  # E sum_l s_l^2 alpha_l^2
+    S_ab: np.ndarray
+    S_bb: np.ndarray
+    alpha: np.ndarray  # E alpha_J0
+    beta: np.ndarray  # E beta_J0
+    alpha2: np.ndarray  # E alpha_J0^2
+    alphabeta: np.ndarray
+    beta2: np.ndarray
+    A1: np.ndarray  # E A = 2 E erf(lam a_J0)^2
+    A2: np.ndarray  # E A^2
+
+
+def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L: int, eps: float) -> SampleMoments:
+    """Per-sequence expectations by Gauss-Hermite quadrature, broadcasting over the overlaps.
+
+    Informative token: ``a = M kappa + gamma z_k``, ``b = M theta + gamma z_v``, ``w = gamma z_w`` with ``(z_k, z_v, z_w)``
+    standard normal of correlations ``(rho, eta, nu)``; quadrature over ``z_k`` (outer), then over ``(z_v, z_w)`` given
+    ``z_k`` (inner, tensor rule on the conditional Cholesky factor). Noise token: ``a = z_k``, ``b = rho a +
+    sqrt(1 - rho^2) y``. The residual ``r`` couples the tokens only additively, so ``E r^2 phi(token)`` splits into one
+    token's moments times the first two moments of the others' sum (and of the label noise ``eps``)."""
+    kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))
+    zo, wo, zi, wi = _ZO, _WO, _ZI, _WI
+    ex = (...,) + (None,) * 3
+    shape = kappa.shape
+
+    def E(f, w):  # the quadrature: f (..., outer, inner, inner) against the weights w (summed where f is constant)
+        f = np.asarray(f)
+        trail = f.shape[f.ndim - 3:]
+        axes = tuple(i for i in range(3) if trail[i] == 1 and w.shape[i] > 1)
+        w = w.sum(axes, keepdims=True) if axes else w
+        f = np.broadcast_to(f, shape + w.shape)
+        return f.reshape(*shape, -1) @ w.reshape(-1)
+
+    # informative token: axes (..., outer, inner_v, inner_w)
+    z = zo[:, None, None]
+    y1, y2 = zi[None, :, None], zi[None, None, :]
+    W3 = wo[:, None, None] * wi[None, :, None] * wi[None, None, :]
+    l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
+    l21 = np.where(l11 > 1e-12, (nu - rho * eta) / np.maximum(l11, 1e-12), 0.0)
+    l22 = np.sqrt(np.maximum(1.0 - eta * eta - l21 * l21, 0.0))
+    zv = rho[ex] * z + l11[ex] * y1
+    zw = eta[ex] * z + l21[ex] * y1 + l22[ex] * y2
+    lam_ = float(lam)
+    a = M * kappa[ex] + gamma * z
+    b = M * theta[ex] + gamma * zv
+    w = gamma * zw
+    e = erf(lam_ * a)
+    e1 = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * a) ** 2)  # d erf(lam a)/da
+    EA, EAW, EA2 = E(e * b, W3), E(e * b * w, W3), E((e * b) ** 2, W3)
+    # noise token: axes (..., outer, inner, 1)
+    yn = zi[None, :, None]
+    Wn = wo[:, None, None] * wi[None, :, None]  # (outer, inner, 1)
+    an = z + 0.0 * yn
+    bn = rho[ex] * z + l11[ex] * yn
+    en = erf(lam_ * an)
+    e1n = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * an) ** 2)
+    EB, EB2 = E(en * bn, Wn), E((en * bn) ** 2, Wn)
+    # the rest of the residual: for J0, the noise tokens' sum minus the label noise; for a noise token, the others
+    n1 = (L - 1) * EB
+    n2 = (L - 1) * EB2 + (L - 1) * (L - 2) * EB**2 + eps**2
+    c1 = EA + (L - 2) * EB
+    c2 = (EA2 - 2.0 * EAW + gamma**2) + 2.0 * (L - 2) * EA * EB + (L - 2) * EB2 + (L - 2) * (L - 3) * EB**2 + eps**2
+
+    def r1(r0, phi, m1, Wt):  # E r phi, r = r0 + rest
+        return E(r0 * phi, Wt) + m1 * E(phi, Wt)
+
+    def r2(r0, phi, m1, m2, Wt):  # E r^2 phi
+        return E(r0 * r0 * phi, Wt) + 2.0 * m1 * E(r0 * phi, Wt) + m2 * E(phi, Wt)
+
+    r0 = e * b - w
+    alpha = 2.0 * r1(r0, e1 * b, n1, W3)
+    beta = 2.0 * r1(r0, e, n1, W3)
+    alpha2 = 4.0 * r2(r0, (e1 * b) ** 2, n1, n2, W3)
+    alphabeta = 4.0 * r2(r0, e1 * b * e, n1, n2, W3)
+    beta2 = 4.0 * r2(r0, e * e, n1, n2, W3)
+    r0n = en * bn
+    alpha2n = 4.0 * r2(r0n, (e1n * bn) ** 2, c1, c2, Wn)
+    alphabetan = 4.0 * r2(r0n, e1n * bn * en, c1, c2, Wn)
+    beta2n = 4.0 * r2(r0n, en * en, c1, c2, Wn)
+    g2 = gamma**2
+    return SampleMoments(EA, EAW, EA2, EB, EB2,
+                         S_aa=g2 * alpha2 + (L - 1) * alpha2n, S_ab=g2 * alphabeta + (L - 1) * alphabetan,
+                         S_bb=g2 * beta2 + (L - 1) * beta2n, alpha=alpha, beta=beta, alpha2=alpha2,
+                         alphabeta=alphabeta, beta2=beta2, A1=2.0 * E(e * e, W3), A2=4.0 * E(e**4, W3))
+
+
+def second_order(o: np.ndarray, mo: SampleMoments, *, d: int, M: float, B: int) -> np.ndarray:
+    """``C(o)``: the O(delta^2) drift of the overlaps from normalising ``k - lr g_k`` and ``v - lr g_v``, per unit
+    ``t`` and per ``delta^2``: ``C_kappa = -S_k kappa / 2`` (``eta`` alike), ``C_nu = -S_v nu / 2`` (``theta`` alike),
+    ``C_rho = S_kv - (S_k + S_v) rho / 2``, with ``S_k = E |P_k g_k|^2 / d``: the out-of-span part
+    ``(d-4)/(d B) E sum s_l^2 alpha_l^2`` plus the informative token's mean ``M k*`` seen through ``alpha_J0``,
+    ``(M^2/d) |P_k k*|^2 (Var alpha_J0 / B + (E alpha_J0)^2)``; ``S_v``, ``S_kv`` likewise."""
+    kappa, nu, theta, eta, rho = np.moveaxis(o, -1, 0)
+    f, q = (d - 4.0) / (d * B), M * M / d
+    S_k = f * mo.S_aa + q * (1.0 - kappa**2) * ((mo.alpha2 - mo.alpha**2) / B + mo.alpha**2)
+    S_v = f * mo.S_bb + q * (1.0 - theta**2) * ((mo.beta2 - mo.beta**2) / B + mo.beta**2)
+    S_kv = f * mo.S_ab + q * (1.0 - kappa**2 - theta**2 + kappa * theta * rho) * (
+        (mo.alphabeta - mo.alpha * mo.beta) / B + mo.alpha * mo.beta)
+    return np.stack([-0.5 * S_k * kappa, -0.5 * S_v * nu, -0.5 * S_v * theta, -0.5 * S_k * eta,
+                     S_kv - 0.5 * (S_k + S_v) * rho], axis=-1)
+
+
+def sigma_points(y: np.ndarray, M: float) -> np.ndarray:
+    """The two points (2, ..., 5) ``o +- sqrt(|V|)/M (0, 0, 1, 0, kappa)``: ``theta`` and the part ``kappa theta`` of
+    ``rho`` that follows it (both move with ``v``'s step along ``k*``), at the variance ``V`` of ``m = M theta``.
+    Averages over them are ``f(o) + c V`` for the cubic polynomials in ``theta`` they are used on; see
+    :func:`sigma_mean` for ``V < 0`` (a solver's trial step)."""
+    o, V = y[..., :5], np.abs(y[..., 5])
+    u = np.zeros_like(o)
+    u[..., 2], u[..., 4] = 1.0, o[..., 0]
+    s = (np.sqrt(V) / M)[..., None] * u
+    return np.stack([o + s, o - s])
+
+
+def sigma_mean(values: np.ndarray, centre: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``E f`` from ``f`` at the two sigma points (``values``, (2, ...)) and at the mean (``centre``): their average,
+    which is ``f(o) + c V``; for ``V < 0`` (points at ``sqrt(-V)``) the same line continued, ``2 f(o) - average``,
+    so that the right-hand side is smooth in ``V`` through 0 as the solver's Jacobian assumes."""
+    avg = values.mean(0)
+    neg = (V < 0).reshape(V.shape + (1,) * (avg.ndim - V.ndim))
+    return np.where(neg, 2.0 * centre - avg, avg)
+
+
+class LimitModel(NamedTuple):
+    """Settings of the limit ODE: task ``(d, M, L, gamma, eps)``, step ``delta = lr d``, batch ``B``; ``correction``
+    False gives the plain flow at step ``delta`` (no second-order term, ``V`` stays 0)."""
+
+    d: int
+    M: float
+    L: int
+    gamma: float
+    eps: float
+    delta: float
+    B: int
+    correction: bool = True
+
+
+def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
+    """``dy/dt`` (R, 6) of the state ``y = (kappa, nu, theta, eta, rho, V)`` (R, 6) at ``lam``."""
+    if not p.correction:
+        out = np.zeros_like(y)
+        out[:, :5] = p.delta * overlap_drift(y[:, :5], lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)
+        return out
+    pts = np.concatenate([sigma_points(y, p.M), y[None, :, :5]])  # (3, R, 5): the sigma points and the mean
+    V, o = y[:, 5], y[:, :5]
+    F = overlap_drift(pts, lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)  # (3, R, 5)
+    mo = sample_moments(lam, *o.T, M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)  # (R,): at the mean
+    out = np.empty_like(y)
+    out[:, :5] = p.delta * sigma_mean(F[:2], F[2], V) + p.delta**2 * second_order(o, mo, d=p.d, M=p.M, B=p.B)
+    theta = y[:, 2]
+    dm = p.delta * (p.M**2 / p.d) * (1.0 - theta**2)
+    a1, varA, varb = mo.A1, (mo.A2 - mo.A1**2) / p.B, (mo.beta2 - mo.beta**2) / p.B
+    out[:, 5] = p.d * (((1.0 - dm * a1) ** 2 + dm**2 * varA - 1.0) * V + dm**2 * varb)
+    return out
+
+
+def expected_excess(lam: float, y: np.ndarray, *, d: int, L: int, gamma: float, M: float) -> np.ndarray:
+    """``E R`` over the fluctuation of ``m``: the mean of the excess at the two sigma points (exact: ``R`` is a
+    quadratic polynomial in ``theta`` and ``rho``)."""
+    pts = np.concatenate([sigma_points(y, M), y[None, ..., :5]])
+    R = erf_excess(lam, *np.moveaxis(pts, -1, 0), d=d, L=L, gamma=gamma, signal=M)
+    return sigma_mean(R[:2], R[2], y[..., 5])
