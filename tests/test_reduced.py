@@ -143,9 +143,10 @@ def test_population_pgd_reduced_equals_full():
 
 
 # ----- online SGD -------------------------------------------------------------------------------------------------
-def run_sgd(d, L, R, B, lr, lam, steps, projected, seed=0):
-    """The full-d (float64) and reduced simulations from the same initial overlaps, independent training streams."""
-    task = Task(d, L, GAMMA, seed=seed)
+def run_sgd(d, L, R, B, lr, lam, steps, projected, seed=0, s=1):
+    """The full-d (float64) and reduced simulations from the same initial overlaps, independent training streams;
+    ``s`` informative tokens per sequence."""
+    task = Task(d, L, GAMMA, seed=seed, n_informative=s)
     rng = numpy_generator(seed, "init")
     C0 = init_sphere(R, d, rng)
     KV0 = embed(C0, task, rng)
@@ -182,6 +183,17 @@ def test_reduced_sgd_has_the_law_of_full_sgd():
         np.testing.assert_allclose(o["norm_v"], 1.0, atol=1e-12)
 
 
+@pytest.mark.slow
+def test_reduced_sgd_with_several_informative_tokens_has_the_law_of_full_sgd():
+    """``s = 3`` of ``L = 5`` tokens informative (docs/variant-several-tokens.md): d=20, lam=1, lr=0.01, batch 8,
+    800 steps, 400 repeats, projected; the means of ``|x|`` and ``x^2`` of the five overlaps agree."""
+    C0, full, red = run_sgd(d=20, L=5, R=400, B=8, lr=0.01, lam=1.0, steps=800, projected=True, seed=2, s=3)
+    assert_same_law(full, red, OVERLAPS)
+    nu0 = np.abs(C0[:, 1, 1]).mean()  # about sqrt(2/(pi d)) = 0.18
+    for o in (full, red):
+        assert np.abs(o["nu"]).mean() > nu0 + 0.4  # both moved well away from the start
+
+
 def test_reduced_sgd_unprojected_has_the_law_of_full_sgd():
     """Unconstrained SGD at a small step: norms and overlaps of the unit vectors agree in law."""
     C0, full, red = run_sgd(d=12, L=4, R=200, B=8, lr=0.003, lam=1.0, steps=800, projected=False, seed=1)
@@ -189,10 +201,12 @@ def test_reduced_sgd_unprojected_has_the_law_of_full_sgd():
     assert abs(np.mean(full["norm_v"]) - 1.0) > 0.3  # the norms did change: unprojected dynamics are exercised
 
 
-def test_reduced_sgd_one_step_law():
+@pytest.mark.parametrize("s", [1, 3])
+def test_reduced_sgd_one_step_law(s):
     """One unprojected step from one fixed ``(k, v)`` replicated over 20000 repeats, full vs reduced: the means of
     ``|k'|^2``, ``|v'|^2``, ``<k',v'>``, of the new vectors' coordinates on ``k*``, ``v*`` and of the squares of
-    all these agree within 4 s.e.
+    all these agree within 4 s.e.; with ``s = 3`` of the ``L = 4`` tokens informative
+    (docs/variant-several-tokens.md) as well.
 
     A large step makes the out-of-span part of the update (the Wishart draw of
     ``docs/reduction.md#4-online-sgd-as-an-exact-markov-chain``) a large share of the new norms: a wrong number of
@@ -201,7 +215,7 @@ def test_reduced_sgd_one_step_law():
     Bartlett entry, is below this test's resolution.)
     """
     d, L, R, B, lr, lam = 30, 4, 20_000, 4, 0.1, 1.0
-    task = Task(d, L, GAMMA, eps=0.1, seed=0)
+    task = Task(d, L, GAMMA, eps=0.1, seed=0, n_informative=s)
     rng = numpy_generator(0, "init")
     C1 = init_sphere(1, d, rng)
     full = FullSGD(task, ERF, embed(C1, task, rng).repeat(R, 1, 1), lr=lr, batch_size=B, projected=False,

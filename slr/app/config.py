@@ -713,9 +713,6 @@ def _task_variant(cfg: DictConfig) -> None:
     if s > 1 and algo == "flow":
         raise ConfigError("train", "flow", "pgd, sgd, erm or none with task.n_informative > 1: the gradient flow's ODE "
                           "is written for one informative token (train=pgd descends the same risk for any s)")
-    if s > 1 and algo == "sgd" and cfg.train.simulator == "reduced":
-        raise ConfigError("train.simulator", "reduced", "full with train=sgd and task.n_informative > 1: the reduced "
-                          "SGD chain is written for one informative token (eval.simulator=reduced is available)")
 
 
 def _plain(value):

@@ -208,12 +208,14 @@ class ReducedSGD(Algorithm):
     four coordinates of every token). Given them, the gradients ``grad_k = sum alpha_bl X_bl``,
     ``grad_v = sum beta_bl X_bl`` depend on the rest linearly, through Gaussians independent of what was drawn, so
     the rest is drawn in aggregate, exactly: the noise tokens' ``f3`` parts as ``chol(S_noise) z``, every token's
-    ``f4`` part as ``M <k*, f4> (sum_b alpha_b0, sum_b beta_b0) + chol(S) z`` (the informative token has mean
-    ``M k*``), and the parts outside the span through their Gram matrix ``lr^2 Wishart_2(d - 4, S)``, drawn as
+    ``f4`` part as ``M <k*, f4> (sum_bj alpha_bj, sum_bj beta_bj) + chol(S) z`` (sums over the informative tokens,
+    of mean ``M k*``), and the parts outside the span through their Gram matrix ``lr^2 Wishart_2(d - 4, S)``, drawn as
     ``lr (l A)(l A)^T`` with ``S = l l^T`` the out-of-span covariance ``sum s_bl^2 [alpha, beta]^T [alpha, beta]``
     and the Bartlett factor ``A``. The new canonical coordinates are then the Cholesky factor of the Gram matrix of
-    the parts of ``k``, ``v`` orthogonal to ``k*``, ``v*``. By exchangeability of the positions the informative
-    token is put first.
+    the parts of ``k``, ``v`` orthogonal to ``k*``, ``v*``. With ``s = task.n_informative`` informative tokens
+    (docs/variant-several-tokens.md) each of them is drawn like the one of ``s = 1`` (its ``u1, u2, u3``), the label
+    is the sum of their ``<X_j, v*>``, and they are put first: the predictor is permutation invariant, so only their
+    number per sequence matters (exchangeability). For ``s = 1`` the step is bitwise the one-token step.
 
     Random numbers: numpy's (its SFC64 bit generator, seeded from ``generator``, and its C distribution functions),
     in the order of :meth:`draw`; the tokens and the per-token arithmetic are float32, the state and its update float64.
@@ -229,6 +231,7 @@ class ReducedSGD(Algorithm):
         self.eval_task, self.kind = ReducedTask.of(task, 4), kind
         self.KV = np.array(C0, dtype=np.float64)
         self.d, self.L, self.M, self.gamma, self.eps = task.d, task.L, task.M, task.gamma, task.eps
+        self.s = getattr(task, "n_informative", 1)  # informative tokens per sequence, put first
         self.lr, self.B, self.projected = lr, batch_size, projected
         # its bit generator feeds the kernel too: SFC64, numpy's fastest (about 15% faster steps than PCG64 here)
         self.rng = numpy_from_torch(generator, np.random.SFC64)
@@ -252,7 +255,7 @@ class ReducedSGD(Algorithm):
         self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
         lams = np.ascontiguousarray(lams, dtype=np.float64)
         at = np.full(len(self.KV), -1, dtype=np.int64)
-        done = self._kernel(len(self.KV), self.B, self.L, self.kind.kernel_id, int(self.projected), self.d, self.M,
+        done = self._kernel(len(self.KV), self.B, self.L, self.s, self.kind.kernel_id, int(self.projected), self.d, self.M,
                             self.gamma, self.eps, self.lr, len(lams), lams.ctypes.data, self.KV.ctypes.data,
                             self.rng.bit_generator.ctypes.bit_generator.value, t, at.ctypes.data, EXPLODED_NORM)
         if done < 0:
@@ -261,40 +264,44 @@ class ReducedSGD(Algorithm):
 
     def draw(self) -> tuple[np.ndarray, ...]:
         """One step's random numbers, in the kernel's order: ``(u1, u2)`` of every token (R, B, L, 2) float32 (the
-        informative token first), the informative token's ``u3`` (R, B) and the label noise (R, B), float32; four
+        ``s`` informative tokens first), the informative tokens' ``u3`` (R, B, s) and the label noise (R, B), float32; four
         aggregate normals per repeat (R, 4); ``lr`` times the Bartlett factor (R, 2, 2) of ``Wishart_2(d - 4, I)``."""
         R, B, L, rng = len(self.KV), self.B, self.L, self.rng
         U = rng.standard_normal((R, B, L, 2), dtype=np.float32)
-        u3 = rng.standard_normal((R, B), dtype=np.float32)
+        u3 = rng.standard_normal((R, B, self.s), dtype=np.float32)
         xi = rng.standard_normal((R, B), dtype=np.float32)
         z = rng.standard_normal((R, 4))
         return U, u3, xi, z, self.lr * bartlett2(rng, self.d - 4, R)
 
     def _numpy_step(self, lam: float) -> None:
         U, u3, xi, z, A = self.draw()
-        C, B, f32 = self.KV, self.B, np.float32
+        C, B, s, f32 = self.KV, self.B, self.s, np.float32
         F = frames(C)  # (R, 4, 4): column j is f_{j+1} on (k*, v*, e1, e2)
         kk = (C[:, 0] * F[:, :, 0]).sum(-1)[:, None, None].astype(f32)  # |k|
         v1 = (C[:, 1] * F[:, :, 0]).sum(-1)[:, None, None].astype(f32)
         v2 = (C[:, 1] * F[:, :, 1]).sum(-1)[:, None, None].astype(f32)
-        m = self.M * F[:, 0, :]  # (R, 4): the informative token's mean M k* in the frame
-        mf, w, g = m[:, :3, None].astype(f32), F[:, 1, :3, None].astype(f32), f32(self.gamma)  # w: v* in the frame
+        m = self.M * F[:, 0, :]  # (R, 4): an informative token's mean M k* in the frame
+        mf, w, g = m[:, :3, None, None].astype(f32), F[:, 1, :3, None, None].astype(f32), f32(self.gamma)  # w: v*
         u1, u2 = U[..., 0].copy(), U[..., 1].copy()  # (R, B, L)
-        u1[:, :, 0] = mf[:, 0] + g * u1[:, :, 0]
-        u2[:, :, 0] = mf[:, 1] + g * u2[:, :, 0]
-        u3 = mf[:, 2] + g * u3  # (R, B)
-        y = (w[:, 0] * u1[:, :, 0] + w[:, 1] * u2[:, :, 0] + w[:, 2] * u3) + f32(self.eps) * xi  # W plus noise
+        u1[:, :, :s] = mf[:, 0] + g * u1[:, :, :s]
+        u2[:, :, :s] = mf[:, 1] + g * u2[:, :, :s]
+        u3 = mf[:, 2] + g * u3  # (R, B, s)
+        y = (w[:, 0] * u1[:, :, :s] + w[:, 1] * u2[:, :, :s] + w[:, 2] * u3).sum(-1) + f32(self.eps) * xi  # W + noise
         T, dpk, dpv = self.kind.output_and_grads(kk * u1, v1 * u1 + v2 * u2, lam, NUMPY_OPS)  # (R, B), (R, B, L) x2
         r = ((T - y) * (2.0 / B))[:, :, None]
         al, be = dpk * r, dpv * r  # alpha_bl, beta_bl (R, B, L)
-        aJ, bJ, an, bn = al[:, :, 0], be[:, :, 0], al[:, :, 1:], be[:, :, 1:]
+        aJ, bJ, an, bn = al[:, :, :s], be[:, :, :s], al[:, :, s:], be[:, :, s:]  # informative (R, B, s), noise tokens
+
+        def informative(x):  # (R, B, s) -> (R,): the sum over the informative tokens, then over the batch
+            return x.sum(2).sum(1)
+
         G = np.empty(C.shape)  # (R, 2, 4): the in-span gradients in the frame
         G[:, 0, 0], G[:, 1, 0] = (al * u1).sum((1, 2)), (be * u1).sum((1, 2))
         G[:, 0, 1], G[:, 1, 1] = (al * u2).sum((1, 2)), (be * u2).sum((1, 2))
-        G[:, 0, 2], G[:, 1, 2] = (aJ * u3).sum(1), (bJ * u3).sum(1)
-        G[:, 0, 3], G[:, 1, 3] = m[:, 3] * aJ.sum(1), m[:, 3] * bJ.sum(1)
+        G[:, 0, 2], G[:, 1, 2] = informative(aJ * u3), informative(bJ * u3)
+        G[:, 0, 3], G[:, 1, 3] = m[:, 3] * informative(aJ), m[:, 3] * informative(bJ)
         Sn = _gram2((an * an).sum((1, 2)), (an * bn).sum((1, 2)), (bn * bn).sum((1, 2)))
-        S = Sn + self.gamma**2 * _gram2((aJ * aJ).sum(1), (aJ * bJ).sum(1), (bJ * bJ).sum(1))  # out-of-span covariance
+        S = Sn + self.gamma**2 * _gram2(informative(aJ * aJ), informative(aJ * bJ), informative(bJ * bJ))
         G[:, :, 2] += (cholesky2(Sn) @ z[:, :2, None])[..., 0]  # the noise tokens' f3 parts
         G[:, :, 3] += (cholesky2(S) @ z[:, 2:, None])[..., 0]  # every token's f4 part, around its mean
         G = G @ F.transpose(0, 2, 1)  # (R, 2, 4) on (k*, v*, e1, e2)

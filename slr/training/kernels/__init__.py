@@ -72,7 +72,7 @@ class Kernel:
 
 
 REDUCED_SGD = Kernel("reduced SGD step", "reduced_step.c", numpy_random_flags, "slr_reduced_sgd",
-                     (_I,) * 6 + (_D,) * 4 + (_L, _P, _P, _P, _L, _P, _D))
+                     (_I,) * 7 + (_D,) * 4 + (_L, _P, _P, _P, _L, _P, _D))
 PGD = Kernel("population PGD step", "pgd_step.c", no_flags, "slr_pgd",
              (_I,) * 3 + (_P,) + (_D,) * 3 + (_I,) + (_P,) * 5 + (_L, _P, _D))
 SOURCE, PGD_SOURCE = REDUCED_SGD.path, PGD.path

@@ -5,6 +5,7 @@
  * functions (linked from numpy's libnpyrandom.a). Built on first use by slr.training.kernels; without a C compiler the
  * numpy step runs instead.
  *
+ * s    informative tokens per sequence (1 <= s <= L), put first: by exchangeability only their number matters
  * C    (R, 2, 4) float64, updated in place: canonical coordinates of (k, v) on (k*, v*, e1, e2)
  * lams (n) float64: lam of each step
  * kind 0: erf attention, 1: softmax attention. A repeat whose state is NaN (diverged, discarded) is left alone,
@@ -106,9 +107,9 @@ static void softmax_weights(int B, int L, float lam, const float *pk, const floa
     }
 }
 
-/* One step of one repeat: U (B, L, 2), u3 (B), xi (B) its tokens' normals, z (4) its aggregate normals, A (2, 2)
- * lr times its Bartlett factor */
-static void update(int B, int L, int kind, int projected, double M, double gamma, double eps, double lam, double lr,
+/* One step of one repeat: U (B, L, 2), u3 (B, s), xi (B) its tokens' normals (the s informative tokens of a
+ * sequence first), z (4) its aggregate normals, A (2, 2) lr times its Bartlett factor */
+static void update(int B, int L, int s, int kind, int projected, double M, double gamma, double eps, double lam, double lr,
                    double *c, const float *U, const float *u3raw, const float *xi, const double *z, const double *A)
 {
     const int BL = B * L;
@@ -119,7 +120,7 @@ static void update(int B, int L, int kind, int projected, double M, double gamma
     double kk = 0.0, v1 = 0.0, v2 = 0.0;
     for (int i = 0; i < 4; i++) { kk += c[i] * F[i][0]; v1 += c[4 + i] * F[i][0]; v2 += c[4 + i] * F[i][1]; }
     double m[4];
-    for (int j = 0; j < 4; j++) m[j] = M * F[0][j]; /* the informative token's mean M k* in the frame */
+    for (int j = 0; j < 4; j++) m[j] = M * F[0][j]; /* an informative token's mean M k* in the frame */
     const float kkf = (float)kk, v1f = (float)v1, v2f = (float)v2, g = (float)gamma;
     const float m0 = (float)m[0], m1 = (float)m[1], m2 = (float)m[2];
     const float w0 = (float)F[1][0], w1 = (float)F[1][1], w2 = (float)F[1][2]; /* v* in the frame */
@@ -128,10 +129,16 @@ static void update(int B, int L, int kind, int projected, double M, double gamma
         u2[l] = U[2 * l + 1];
     }
     for (int b = 0; b < B; b++) {
-        u1[b * L] = m0 + g * u1[b * L];
-        u2[b * L] = m1 + g * u2[b * L];
-        u3[b] = m2 + g * u3raw[b];
-        y[b] = (w0 * u1[b * L] + w1 * u2[b * L] + w2 * u3[b]) + (float)eps * xi[b];
+        float w = 0.0f; /* W: the sum over the informative tokens of <X_j, v*> */
+        for (int j = 0; j < s; j++) {
+            const int l = b * L + j, q = b * s + j;
+            u1[l] = m0 + g * u1[l];
+            u2[l] = m1 + g * u2[l];
+            u3[q] = m2 + g * u3raw[q];
+            const float wj = w0 * u1[l] + w1 * u2[l] + w2 * u3[q];
+            w = j == 0 ? wj : w + wj;
+        }
+        y[b] = w + (float)eps * xi[b];
     }
     for (int l = 0; l < BL; l++) {
         pk[l] = kkf * u1[l];
@@ -153,15 +160,24 @@ static void update(int B, int L, int kind, int projected, double M, double gamma
     }
     float gk3 = 0, gv3 = 0, aJ = 0, bJ = 0, j00 = 0, j01 = 0, j11 = 0, n00 = 0, n01 = 0, n11 = 0;
     for (int b = 0; b < B; b++) {
-        const float a = al[b * L], e = be[b * L];
-        gk3 += a * u3[b];
-        gv3 += e * u3[b];
-        aJ += a;
-        bJ += e;
-        j00 += a * a;
-        j01 += a * e;
-        j11 += e * e;
-        for (int l = b * L + 1; l < (b + 1) * L; l++) {
+        /* per sequence, the sums over its informative tokens first (in the numpy step's order) */
+        float tk3 = 0, tv3 = 0, ta = 0, te = 0, t00 = 0, t01 = 0, t11 = 0;
+        for (int j = 0; j < s; j++) {
+            const float a = al[b * L + j], e = be[b * L + j], u = u3[b * s + j];
+            if (j == 0) {
+                tk3 = a * u; tv3 = e * u; ta = a; te = e; t00 = a * a; t01 = a * e; t11 = e * e;
+            } else {
+                tk3 += a * u; tv3 += e * u; ta += a; te += e; t00 += a * a; t01 += a * e; t11 += e * e;
+            }
+        }
+        gk3 += tk3;
+        gv3 += tv3;
+        aJ += ta;
+        bJ += te;
+        j00 += t00;
+        j01 += t01;
+        j11 += t11;
+        for (int l = b * L + s; l < (b + 1) * L; l++) {
             n00 += al[l] * al[l];
             n01 += al[l] * be[l];
             n11 += be[l] * be[l];
@@ -205,18 +221,18 @@ static void update(int B, int L, int kind, int projected, double M, double gamma
     c[4] = N[4] / nv; c[5] = N[5] / nv; c[6] = f / nv; c[7] = h / nv;
 }
 
-long slr_reduced_sgd(int R, int B, int L, int kind, int projected, int d, double M, double gamma, double eps,
+long slr_reduced_sgd(int R, int B, int L, int s, int kind, int projected, int d, double M, double gamma, double eps,
                      double lr, long n, const double *lams, double *C, void *bitgen, long t0, long *diverged_at,
                      double exploded)
 {
     bitgen_t *bg = (bitgen_t *)bitgen;
     const int BL = B * L;
     if (BL > MAX_TOKENS) return -1;
-    const size_t nU = (size_t)R * BL * 2, nB = (size_t)R * B;
-    float *U = malloc(sizeof(float) * (nU + 2 * nB));
+    const size_t nU = (size_t)R * BL * 2, nB = (size_t)R * B, nS = (size_t)R * B * s;
+    float *U = malloc(sizeof(float) * (nU + nS + nB));
     double *Z = malloc(sizeof(double) * 7 * (size_t)R);
     if (U == NULL || Z == NULL) { free(U); free(Z); return -1; }
-    float *u3 = U + nU, *xi = u3 + nB;
+    float *u3 = U + nU, *xi = u3 + nS;
     double *A = Z + 4 * (size_t)R; /* (R, 2, 2) after the (R, 4) aggregate normals: reuses 3 R doubles below */
     double *chi1 = A, *n21 = A + R, *chi2 = A + 2 * (size_t)R;
     int alive = 0;
@@ -224,7 +240,7 @@ long slr_reduced_sgd(int R, int B, int L, int kind, int projected, int d, double
     for (int r = 0; r < R; r++) alive += C[8 * r] == C[8 * r];
     for (i = 0; i < n && alive > 0; i++) {
         /* the step's random numbers, in the order of ReducedSGD.draw */
-        for (size_t j = 0; j < nU + 2 * nB; j++) U[j] = random_standard_normal_f(bg);
+        for (size_t j = 0; j < nU + nS + nB; j++) U[j] = random_standard_normal_f(bg);
         for (size_t j = 0; j < 4 * (size_t)R; j++) Z[j] = random_standard_normal(bg);
         for (int r = 0; r < R; r++) chi1[r] = random_chisquare(bg, d - 4);
         for (int r = 0; r < R; r++) n21[r] = random_standard_normal(bg);
@@ -233,7 +249,7 @@ long slr_reduced_sgd(int R, int B, int L, int kind, int projected, int d, double
             double *c = C + 8 * r;
             if (c[0] != c[0]) continue; /* discarded */
             const double Ar[4] = {lr * sqrt(chi1[r]), 0.0, lr * n21[r], lr * sqrt(chi2[r])};
-            update(B, L, kind, projected, M, gamma, eps, lams[i], lr, c, U + (size_t)2 * BL * r, u3 + (size_t)B * r,
+            update(B, L, s, kind, projected, M, gamma, eps, lams[i], lr, c, U + (size_t)2 * BL * r, u3 + (size_t)B * s * r,
                    xi + (size_t)B * r, Z + 4 * (size_t)r, Ar);
             int bad = 0;
             for (int j = 0; j < 8; j++) bad |= !(fabs(c[j]) < exploded); /* true for NaN */
