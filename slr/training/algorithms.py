@@ -255,8 +255,8 @@ class ReducedSGD(Algorithm):
         self.KV = np.ascontiguousarray(self.KV, dtype=np.float64)
         lams = np.ascontiguousarray(lams, dtype=np.float64)
         at = np.full(len(self.KV), -1, dtype=np.int64)
-        done = self._kernel(len(self.KV), self.B, self.L, self.s, self.kind.kernel_id, int(self.projected), self.d, self.M,
-                            self.gamma, self.eps, self.lr, len(lams), lams.ctypes.data, self.KV.ctypes.data,
+        done = self._kernel(len(self.KV), self.B, self.L, self.s, self.kind.kernel_id, int(self.projected), self.d,
+                            self.M, self.gamma, self.eps, self.lr, len(lams), lams.ctypes.data, self.KV.ctypes.data,
                             self.rng.bit_generator.ctypes.bit_generator.value, t, at.ctypes.data, EXPLODED_NORM)
         if done < 0:
             raise MemoryError("the reduced SGD kernel could not allocate its buffers")
@@ -264,8 +264,8 @@ class ReducedSGD(Algorithm):
 
     def draw(self) -> tuple[np.ndarray, ...]:
         """One step's random numbers, in the kernel's order: ``(u1, u2)`` of every token (R, B, L, 2) float32 (the
-        ``s`` informative tokens first), the informative tokens' ``u3`` (R, B, s) and the label noise (R, B), float32; four
-        aggregate normals per repeat (R, 4); ``lr`` times the Bartlett factor (R, 2, 2) of ``Wishart_2(d - 4, I)``."""
+        ``s`` informative tokens first), the informative tokens' ``u3`` (R, B, s) and the label noise (R, B), float32;
+        four aggregate normals per repeat (R, 4); ``lr`` times the Bartlett factor (R, 2, 2) of ``Wishart_2(d - 4, I)``."""
         R, B, L, rng = len(self.KV), self.B, self.L, self.rng
         U = rng.standard_normal((R, B, L, 2), dtype=np.float32)
         u3 = rng.standard_normal((R, B, self.s), dtype=np.float32)

@@ -109,8 +109,9 @@ static void softmax_weights(int B, int L, float lam, const float *pk, const floa
 
 /* One step of one repeat: U (B, L, 2), u3 (B, s), xi (B) its tokens' normals (the s informative tokens of a
  * sequence first), z (4) its aggregate normals, A (2, 2) lr times its Bartlett factor */
-static void update(int B, int L, int s, int kind, int projected, double M, double gamma, double eps, double lam, double lr,
-                   double *c, const float *U, const float *u3raw, const float *xi, const double *z, const double *A)
+static void update(int B, int L, int s, int kind, int projected, double M, double gamma, double eps, double lam,
+                   double lr, double *c, const float *U, const float *u3raw, const float *xi, const double *z,
+                   const double *A)
 {
     const int BL = B * L;
     float u1[MAX_TOKENS], u2[MAX_TOKENS], pk[MAX_TOKENS], pv[MAX_TOKENS], al[MAX_TOKENS], be[MAX_TOKENS],
@@ -249,8 +250,8 @@ long slr_reduced_sgd(int R, int B, int L, int s, int kind, int projected, int d,
             double *c = C + 8 * r;
             if (c[0] != c[0]) continue; /* discarded */
             const double Ar[4] = {lr * sqrt(chi1[r]), 0.0, lr * n21[r], lr * sqrt(chi2[r])};
-            update(B, L, s, kind, projected, M, gamma, eps, lams[i], lr, c, U + (size_t)2 * BL * r, u3 + (size_t)B * s * r,
-                   xi + (size_t)B * r, Z + 4 * (size_t)r, Ar);
+            update(B, L, s, kind, projected, M, gamma, eps, lams[i], lr, c, U + (size_t)2 * BL * r,
+                   u3 + (size_t)B * s * r, xi + (size_t)B * r, Z + 4 * (size_t)r, Ar);
             int bad = 0;
             for (int j = 0; j < 8; j++) bad |= !(fabs(c[j]) < exploded); /* true for NaN */
             if (bad) {
