@@ -1,7 +1,7 @@
-"""Plain, durable files: atomic JSON, a metrics CSV flushed as the run goes, tolerant readers, and the user cache folder."""
+"""Plain, durable files: atomic JSON, a metrics CSV flushed as the run goes, and the user cache folder (the
+readers of output folders are in :mod:`slr.results`)."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -85,7 +85,7 @@ def underflowed_log10(entry: dict) -> float | None:
 class MetricsWriter:
     """Appends logged rows to ``metrics.csv``, one block per logged step, flushed at once.
 
-    A killed run leaves every complete block; :func:`read_metrics` drops a partial last line.
+    A killed run leaves every complete block; :func:`slr.results.read_metrics` drops a partial last line.
     """
 
     def __init__(self, path: Path, columns: Iterable[str] = METRIC_COLUMNS):
@@ -117,16 +117,6 @@ def _cell(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return "" if v != v else repr(float(v))
     return str(v)
-
-
-def read_metrics(path: Path):
-    """``metrics.csv`` as a DataFrame; a last line cut short by an interruption is dropped."""
-    import pandas as pd
-
-    text = Path(path).read_text()
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return pd.read_csv(io.StringIO(text)) if text else pd.DataFrame(columns=list(METRIC_COLUMNS))
 
 
 def cache_dir() -> Path:

@@ -17,7 +17,7 @@ import pytest
 from hydra.errors import HydraException
 
 from slr.app.config import ConfigError, check
-from slr.io import read_metrics
+from slr.results import read_metrics
 from slr.app.run import run
 
 TINY = ["task.d=12", "task.L=4", "train.steps=20", "train.log_every=10", "train.repeats=2", "eval.n_test=200",

@@ -24,7 +24,8 @@ import yaml
 
 import slr.app.run
 from slr.app.config import digest
-from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, read_metrics, write_json
+from slr.io import METRIC_COLUMNS, MetricsWriter, read_json, write_json
+from slr.results import read_metrics
 from slr.app.job import finished_before
 from slr.app.run import run
 from slr.core.seeding import numpy_generator, torch_generator

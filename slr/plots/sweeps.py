@@ -119,6 +119,19 @@ def _power_of_ten(v: float, _pos=None) -> str:
     return f"$10^{{{v:g}}}$"
 
 
+LEGEND_FONTSIZE = 9
+
+
+def _wrap(text: str, fig, ncol: int) -> str:
+    """``text`` broken into lines that fit one of ``ncol`` legend columns across the figure (a long label, e.g. a
+    curve named by several overrides, would otherwise run past the figure's edge and be cut off)."""
+    import textwrap
+
+    char_in = 0.62 * LEGEND_FONTSIZE / 72  # a generous mean character width, in inches
+    width = int(fig.get_figwidth() * 0.92 / ncol / char_in) - 6  # minus the handle and the column gap
+    return "\n".join(textwrap.wrap(text, max(width, 20), subsequent_indent="  ")) or text
+
+
 def excess_vs_parameter(curves: pd.DataFrame, x: str, *, reference: str | None = None, title: str | None = None,
                         xlabel: str | None = None, vlines: Mapping[str, float] | None = None):
     """Excess risk of every curve against ``x`` (left) and, when ``reference`` (the Bayes curve's label) has positive
@@ -174,8 +187,9 @@ def excess_vs_parameter(curves: pd.DataFrame, x: str, *, reference: str | None =
             if ax is axes[0]:
                 legend.append((h, name))
     legend += [(plt.Line2D([], [], ls="none"), note) for note in notes]
-    fig.legend([h for h, _ in legend], [t for _, t in legend], loc="outside lower center",
-               ncol=2 if has_ratio else 1, fontsize=9, frameon=False)
+    ncol = 2 if has_ratio else 1
+    fig.legend([h for h, _ in legend], [_wrap(t, fig, ncol) for _, t in legend], loc="outside lower center",
+               ncol=ncol, fontsize=LEGEND_FONTSIZE, frameon=False)
     if title:
         fig.suptitle(title)
     return fig, axes

@@ -358,7 +358,7 @@ def series(means: pd.DataFrame, x: str | None, groups: Sequence[str] = (), bayes
             for gv, sub in g.groupby(groups, sort=False, dropna=False):
                 gv = gv if isinstance(gv, tuple) else (gv,)
                 sub = sub.copy()
-                sub["label"] = _label(name, sub, x) + " [" + ", ".join(f"{k}={v}" for k, v in zip(groups, gv)) + "]"
+                sub["label"] = _label(name, sub, x) + _group_text(groups, gv)
                 parts.append(sub)
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if out.empty:
@@ -376,6 +376,41 @@ def series(means: pd.DataFrame, x: str | None, groups: Sequence[str] = (), bayes
             out.at[i, "ratio"] = r
             out.at[i, "ratio_se"] = abs(r) * math.hypot(se / v if v else 0.0, bse / bv)
     return out
+
+
+def _group_text(groups: Sequence[str], values: Sequence[Any]) -> str:
+    """`` [train.lr=0.5, task.L=3]`` for a curve's group; an override that the curve's jobs do not have (a key swept
+    in one sweep only, whose value :func:`fill_from_config` could not find) is left out, never shown as ``nan``."""
+    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(groups, values) if not _missing(v)]
+    return " [" + ", ".join(parts) + "]" if parts else ""
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def config_value(job: Job, key: str) -> Any:
+    """The value of a dotted ``key`` (``train.lr``) in the job's composed config, ``.hydra/config.yaml``, as written
+    there (an interpolation ``${...}`` stays a string); None if the file or the key is absent or does not parse."""
+    path = job.path / ".hydra" / "config.yaml"
+    try:
+        node = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, (int, float, str, bool)) else None
+
+
+def fill_from_config(jobs: Sequence[Job], keys: Sequence[str]) -> None:
+    """Give every job a value for each of ``keys`` that is not among its overrides: the one its composed config used
+    (jobs of two sweeps of which only one swept ``train.lr`` then both carry ``train.lr``, as numbers)."""
+    for job in jobs:
+        for key in keys:
+            if key and key not in job.overrides:
+                value = config_value(job, key)
+                if value is not None:
+                    job.overrides[key] = value
 
 
 def _same_across(g: pd.DataFrame, x: str | None, groups: list[str]) -> bool:
@@ -398,6 +433,8 @@ def _label(name: str, rows: pd.DataFrame, x: str | None) -> str:
         label = f"{name}, λ={lam[0]:.3g}"
     elif x is not None and np.allclose(lam, with_lam[x].to_numpy(float), rtol=1e-6):
         label = f"{name}, λ on the x axis"
+    elif f"{lam.min():.2g}" == f"{lam.max():.2g}":
+        label = f"{name}, λ≈{lam.min():.2g}"
     else:
         label = f"{name}, λ from {lam.min():.2g} to {lam.max():.2g}"
     if (rows["source"] == "importance sampling").all():
