@@ -216,6 +216,9 @@ class Config:
     # figures=false: none; figures=true or the default: PNG; figures.pdf=true: a PDF of each figure as well
     figures: Any = field(default_factory=lambda: {"pdf": False})
     text: TextConfig = field(default_factory=TextConfig)  # used by task=text only
+    # where the logged metrics go: csv (metrics.csv), or tensorboard (event files beside metrics.csv; needs the
+    # optional extra slr[tensorboard]); LOGGERS
+    logger: str = "csv"
 
 
 @dataclass
@@ -498,6 +501,28 @@ def _figures(cfg: DictConfig) -> None:
         raise ConfigError("figures", fig, allowed)
 
 
+LOGGERS = ("csv", "tensorboard")
+TENSORBOARD_INSTALL = "pip install 'slr[tensorboard]'"
+
+
+def tensorboard_available() -> bool:
+    """Whether the optional extra ``slr[tensorboard]`` is installed (torch's event writer needs the package)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _logger(cfg: DictConfig) -> None:
+    """``logger`` is one of :data:`LOGGERS`, and ``tensorboard`` only with its extra installed."""
+    _choice(cfg, "logger", LOGGERS)
+    if cfg.logger == "tensorboard" and not tensorboard_available():
+        raise ConfigError("logger", cfg.logger, f"csv: the tensorboard logger needs the optional extra, which is not "
+                          f"installed in this environment; install it with {TENSORBOARD_INSTALL} (or pip install "
+                          f"tensorboard) and run again with logger=tensorboard")
+
+
 def check(cfg: DictConfig) -> None:
     """Refuse an invalid run before any work starts: raise :class:`ConfigError` for the first problem found."""
     algo = OmegaConf.select(cfg, "train.algo")
@@ -510,6 +535,7 @@ def check(cfg: DictConfig) -> None:
     _unknown_keys(cfg.train, TRAIN_SCHEMAS[algo], "train.")
     _number(cfg, "seed", low=0, integer=True)
     _number(cfg, "threads", low=1, integer=True)
+    _logger(cfg)
     _number(cfg, "task.d", low=2, integer=True, what="an integer >= 2 (k* and v* must be orthogonal)")
     _number(cfg, "task.L", low=1, integer=True)
     if is_custom_task(cfg):
@@ -868,8 +894,9 @@ def _probe_user_module(cfg: DictConfig) -> None:
 
 
 def digest(cfg: DictConfig) -> str:
-    """SHA-256 of the resolved run config, without the keys that do not change its numbers (``resume``)."""
+    """SHA-256 of the resolved run config, without the keys that do not change its numbers (``resume``, ``logger``)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("resume", None)
+    container.pop("logger", None)
     container.pop("hydra", None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]

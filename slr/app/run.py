@@ -20,7 +20,7 @@ from slr.app.families import family_of
 from slr.app.final import evaluate_final, logged_vs_final, not_available
 from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, logged_before_the_run,
                          run_in_folder, show_progress)
-from slr.io import MetricsWriter, write_json
+from slr.io import write_json
 from slr.results.tables import alignment_line, attention_line, comparison_table
 
 log = logging.getLogger("slr")
@@ -33,6 +33,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict:
 
 def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     from slr.training.algorithms import OVERLAPS, train
+    from slr.training.events import metrics_writers
     from slr.training.logger import StepLogger
 
     if cfg.task.get("name") == "text":  # a pretrained model's token states (docs/text.md): its own job body
@@ -51,7 +52,7 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
              tc.repeats, tc.steps, out)
     from slr.training.flow import SolverFailure
 
-    with MetricsWriter(out / "metrics.csv", family.columns) as writer:
+    with metrics_writers(out, family.columns, cfg.get("logger", "csv")) as writer:  # metrics.csv (+ TensorBoard)
         try:
             hist = train(algo, steps=tc.steps, log_every=tc.log_every, schedule=schedule,
                          log=StepLogger(task, writer, tc.get("log_test_size", 0)), progress=show_progress())

@@ -21,7 +21,7 @@ from slr.io import read_json
 FINISHED = ("ok", "diverged")  # jobs whose summary holds excess risks (diverged: some repeats were dropped)
 PROBLEMS = ("failed", "running", "corrupt", "missing")  # reported by aggregate, report and compare_bayes
 REPLICATE = "seed"  # the override whose values are replicates, not a parameter
-NOT_PARAMETERS = ("resume",)  # overrides that do not change a job's numbers (as in hydra.job.config.override_dirname)
+NOT_PARAMETERS = ("resume", "logger")  # overrides that do not change a job's numbers (as in hydra.job.config.override_dirname)
 
 
 @dataclass
