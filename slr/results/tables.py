@@ -69,6 +69,8 @@ def alignment_line(summary: dict, threshold: float = 0.9) -> str | None:
     if not per or not len(per.get("kappa", [])):
         return None
     k, n, e = (np.abs(np.asarray(per[x], dtype=float)) for x in ("kappa", "nu", "eta"))
+    if not np.isfinite(k).any():  # a module without key and value directions
+        return None
     t = summary.get("trained") or {}
     line = (f"trained: median |kappa| {np.median(k):.3f}, |nu| {np.median(n):.3f} after {t.get('steps_done')} steps; "
             f"{int(((k >= threshold) & (n >= threshold)).sum())} of {k.size} repeats aligned (|kappa|, |nu| >= {threshold:g})")
