@@ -112,3 +112,28 @@ print(len(presets), "presets", len(launchers), "launchers")
          work, env)
     summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
     assert len(summaries) == 2 and all(s["status"] == "ok" for s in summaries)
+    # the analysis commands of the wheel, on that sweep, from outside any checkout
+    out = _run([b / "slr-compare", sweep], work, env).stdout
+    assert "ratio of excess risk to the Bayes excess risk" in out or "excess risk" in out
+    assert (sweep / "figures" / "compare_bayes.png").stat().st_size > 10_000
+    assert (sweep / "figures" / "compare_bayes.csv").is_file()
+    _run([b / "slr-aggregate", sweep], work, env)
+    assert (sweep / "summary.csv").read_text().count("\n") == 3  # header and two jobs
+    assert "2 jobs (2 ok)" in _run([b / "slr-report", sweep], work, env).stdout
+
+
+def test_the_wheel_declares_ranges_not_pins(installed):
+    """A wheel that pins exact versions would downgrade or upgrade what a user has: its metadata holds ranges, and
+    the analysis commands are among its console scripts."""
+    from email.parser import Parser
+
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(installed["wheel"]) as z:
+        read = {n.rsplit("/", 1)[-1]: n for n in z.namelist() if ".dist-info/" in n}
+        meta = Parser().parsestr(z.read(read["METADATA"]).decode())
+        entry_points = z.read(read["entry_points.txt"]).decode()
+    reqs = [Requirement(r) for r in meta.get_all("Requires-Dist")]
+    assert {"torch", "numpy", "scipy", "pandas", "hydra-core", "tensorboard"} <= {r.name.lower() for r in reqs}
+    assert not [str(r) for r in reqs if any(s.operator == "==" for s in r.specifier)]
+    assert all(f"{c} =" in entry_points for c in ("slr", "slr-report", "slr-compare", "slr-aggregate", "slr-landscape"))
