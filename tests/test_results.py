@@ -156,3 +156,20 @@ def test_compare_legend_stays_inside_the_figure():
     assert box.x0 >= page.x0 and box.x1 <= page.x1 and box.y0 >= page.y0, (box, page)
     assert any("\n" in t.get_text() for t in legend.get_texts())  # the long labels were wrapped
     matplotlib.pyplot.close(fig)
+
+
+def test_the_ratio_to_bayes_and_its_standard_error_match_monte_carlo():
+    """``ratio = v / b`` with ``ratio_se = |r| sqrt((se_v/v)^2 + (se_b/b)^2)`` (first-order propagation of two
+    independent errors), against the spread of v/b over draws of v and b with those standard errors."""
+    rows = [dict(estimator="trained", estimator_name="trained", value=1.0, se=0.02, n=2, lam=np.nan,
+                 source="Monte Carlo", log10=np.nan, **{"task.d": 6}),
+            dict(estimator="bayes", estimator_name="Bayes-optimal", value=0.25, se=0.004, n=2, lam=np.nan,
+                 source="importance sampling", log10=np.nan, **{"task.d": 6})]
+    curves = sweep_mod.series(pd.DataFrame(rows), "task.d").set_index("estimator")
+    rng = np.random.default_rng(0)
+    n = 400_000
+    r = rng.normal(1.0, 0.02, n) / rng.normal(0.25, 0.004, n)
+    assert curves.loc["trained", "ratio"] == pytest.approx(4.0)
+    # the spread of r is known to ~ 1/sqrt(2n) relative; first-order propagation is off by O(se^2/v^2) ~ 1e-3
+    assert curves.loc["trained", "ratio_se"] == pytest.approx(r.std(), rel=0.01)
+    assert curves.loc["bayes", "ratio"] == pytest.approx(1.0)

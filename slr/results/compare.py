@@ -1,5 +1,5 @@
 """``slr-compare SWEEP_DIR [SWEEP_DIR...]``: every predictor of a sweep against the Bayes-optimal estimator, as a
-figure, a table and a CSV (see ``docs/results.md``).
+figure, a table and a CSV (see ``docs/analysis.md``).
 
     slr-compare SWEEP_DIR                     # e.g. after slr -m experiment=sweep_d
     slr-compare SWEEP_DIR OTHER_SWEEP_DIR     # add OTHER's trained predictor (e.g. softmax)

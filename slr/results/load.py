@@ -9,7 +9,7 @@ per job), both read through :func:`slr.results.sweep.read_job`, the one reader o
     sns.lineplot(sw.metrics(), x="step", y="kappa", hue="task.d")   # every job's curves, long form
 
 A sweep's failed, running, corrupt and missing jobs are rows with their ``status`` and ``error`` (``sw.problems()``),
-never an exception. See ``docs/results.md``.
+never an exception. See ``docs/analysis.md``.
 """
 from __future__ import annotations
 

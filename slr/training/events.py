@@ -3,7 +3,7 @@
 Each logged step is one block of rows, one per live repeat (:class:`slr.io.MetricsWriter`'s input). For every logged
 column the event file gets the median over the block's repeats under ``median/<column>`` and each repeat's value under
 ``repeat_<r>/<column>``, at the block's step; ``tensorboard --logdir <sweep dir>`` then shows every job's curves
-side by side, one run per job folder. See ``docs/results.md``.
+side by side, one run per job folder. See ``docs/analysis.md``.
 """
 from __future__ import annotations
 
