@@ -515,7 +515,10 @@ def tensorboard_available() -> bool:
 
 
 def _logger(cfg: DictConfig) -> None:
-    """``logger`` is one of :data:`LOGGERS`, and ``tensorboard`` only with its extra installed."""
+    """``logger`` is one of :data:`LOGGERS`, and ``tensorboard`` only with its extra installed (slr-landscape's
+    config has no logger: it logs no metrics)."""
+    if "logger" not in cfg:
+        return
     _choice(cfg, "logger", LOGGERS)
     if cfg.logger == "tensorboard" and not tensorboard_available():
         raise ConfigError("logger", cfg.logger, f"csv: the tensorboard logger needs the optional extra, which is not "
