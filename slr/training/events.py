@@ -57,6 +57,7 @@ class Writers:
 
     def __init__(self, *writers):
         self.writers = writers
+        self.columns = writers[0].columns  # metrics.csv's columns: what the logger makes rows of
 
     def write(self, rows: list[dict]) -> None:
         for w in self.writers:
