@@ -11,7 +11,7 @@ import pytest
 from slr.app.run import run
 from slr.core.reduced import ReducedTask
 from slr.core.task import Task
-from slr.io import read_metrics
+from slr.results import read_metrics
 from slr.theory import OVERLAPS
 from slr.training.algorithms import INITS, embed, lam_schedule, population_pgd, train
 from slr.training.flow import GradientFlow

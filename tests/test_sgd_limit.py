@@ -170,7 +170,7 @@ def test_without_correction_the_ode_is_the_flow_at_step_delta(make_cfg, tmp_path
                    "eval.bayes_is=0", "figures=false")
     summary = run(cfg, tmp_path / "run")
     assert summary["status"] == "ok" and summary["trained"]["simulator"] == "ode" and summary["trained"]["solver"] == "BDF"
-    from slr.io import read_metrics
+    from slr.results import read_metrics
 
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     first = rows[rows.step == 0].sort_values("repeat")
@@ -184,7 +184,7 @@ def test_without_correction_the_ode_is_the_flow_at_step_delta(make_cfg, tmp_path
 
 def test_ode_run_is_reproducible_and_logs_expected_excess(make_cfg, tmp_path):
     from slr.app.run import run
-    from slr.io import read_metrics
+    from slr.results import read_metrics
 
     over = ["train=sgd", "train.simulator=ode", "task.d=200", "train.lr=1.6", "train.lr_scale=d", "train.batch_size=5",
             "predictor.lam=0.1", "train.lam_schedule=constant", "train.steps=400", "train.log_every=200",

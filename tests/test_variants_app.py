@@ -12,7 +12,7 @@ import torch
 
 from slr.app.config import ConfigError, check
 from slr.app.run import run
-from slr.io import read_metrics
+from slr.results import read_metrics
 from slr.models.transformer import Transformer
 from slr.results.tables import comparison_table
 
