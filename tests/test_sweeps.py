@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout
 TINY = ["task.d=6,8", "seed=0,1", "task.L=3", "train.steps=20", "train.log_every=10", "train.repeats=2",
         "eval.n_test=400", "eval.bayes_is=1000", "figures=false"]
 SWEEP_PRESETS = ["sweep_d", "sweep_d_reduced", "sweep_d_softmax", "sweep_L", "sweep_lam", "sweep_n",
-                 "sweep_softmax_gamma1", "sweep_d_asymptotic"]
+                 "sweep_softmax_gamma1", "sweep_d_asymptotic", "sweep_sgd_limit", "phase_sgd"]
 
 
 def _env(base: Path) -> dict:

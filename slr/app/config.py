@@ -353,9 +353,23 @@ def job_dirname(num: int, override_dirname: str) -> str:
     return name.replace("/", "_")
 
 
+def sgd_limit_log_every(d: int, delta: float, flow_time: float, max_t: float, logs: int) -> int:
+    """``${slr_sgd_log_every:d,delta,flow_time,max_t,logs}`` (``experiment=sweep_sgd_limit``): the logging interval in
+    steps of online SGD at step ``delta/d`` run to ``t = step/d = min(flow_time/delta, max_t)`` with ``logs`` logs."""
+    return max(1, round(min(float(flow_time) / float(delta), float(max_t)) * int(d) / int(logs)))
+
+
+def times(a: int, b: int) -> int:
+    """``${slr_times:a,b}``: the integer ``a b`` (e.g. ``train.steps`` as a number of logging intervals)."""
+    return int(a) * int(b)
+
+
 if not OmegaConf.has_resolver("slr_outputs"):
     OmegaConf.register_new_resolver("slr_outputs", outputs_dir)
     OmegaConf.register_new_resolver("slr_jobdir", job_dirname)
+if not OmegaConf.has_resolver("slr_sgd_log_every"):
+    OmegaConf.register_new_resolver("slr_sgd_log_every", sgd_limit_log_every)
+    OmegaConf.register_new_resolver("slr_times", times)
 register()
 
 

@@ -34,8 +34,14 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 OUTER_NODES = 64  # over the projection on k (erf of it is not a polynomial)
 INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
+# the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
+# in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
+# 2 nodes are exact
 _ZO, _WO = _hermite(OUTER_NODES)
 _ZI, _WI = _hermite(INNER_NODES)
+_ZI2, _WI2 = _hermite(2)
+_W3 = _WO[:, None, None] * _WI[None, :, None] * _WI2[None, None, :]
+_WN = _WO[:, None, None] * _WI[None, :, None]  # a noise token's (outer, inner, 1)
 
 
 class SampleMoments(NamedTuple):
@@ -70,69 +76,62 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     sqrt(1 - rho^2) y``. The residual ``r`` couples the tokens only additively, so ``E r^2 phi(token)`` splits into one
     token's moments times the first two moments of the others' sum (and of the label noise ``eps``)."""
     kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))
-    zo, wo, zi, wi = _ZO, _WO, _ZI, _WI
-    ex = (...,) + (None,) * 3
     shape = kappa.shape
+    kappa, nu, theta, eta, rho = (x.reshape(-1, 1, 1, 1) for x in (kappa, nu, theta, eta, rho))  # (n, outer, in, in)
+    n, z = len(kappa), _ZO[:, None, None]
 
-    def E(f, w):  # the quadrature: f (..., outer, inner, inner) against the weights w (summed where f is constant)
-        f = np.asarray(f)
-        trail = f.shape[f.ndim - 3:]
-        axes = tuple(i for i in range(3) if trail[i] == 1 and w.shape[i] > 1)
-        w = w.sum(axes, keepdims=True) if axes else w
-        f = np.broadcast_to(f, shape + w.shape)
-        return f.reshape(*shape, -1) @ w.reshape(-1)
+    def E(fs, r0, w):  # sum over the nodes of f w, f r0 w and f r0^2 w for every f at once: (K, n, 3)
+        F = np.empty((len(fs), n) + w.shape)
+        for i, f in enumerate(fs):
+            F[i] = f
+        W = np.empty((3, n) + w.shape)
+        W[0] = w
+        W[1] = W[0] * r0
+        W[2] = W[1] * r0
+        return np.einsum("knj,cnj->knc", F.reshape(len(fs), n, -1), W.reshape(3, n, -1))
 
-    # informative token: axes (..., outer, inner_v, inner_w)
-    z = zo[:, None, None]
-    y1, y2 = zi[None, :, None], zi[None, None, :]
-    W3 = wo[:, None, None] * wi[None, :, None] * wi[None, None, :]
+    # informative token: axes (n, outer, inner_v, inner_w)
+    y1, y2 = _ZI[None, :, None], _ZI2[None, None, :]
     l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
     l21 = np.where(l11 > 1e-12, (nu - rho * eta) / np.maximum(l11, 1e-12), 0.0)
     l22 = np.sqrt(np.maximum(1.0 - eta * eta - l21 * l21, 0.0))
-    zv = rho[ex] * z + l11[ex] * y1
-    zw = eta[ex] * z + l21[ex] * y1 + l22[ex] * y2
+    zv = rho * z + l11 * y1
+    zw = eta * z + l21 * y1 + l22 * y2
     lam_ = float(lam)
-    a = M * kappa[ex] + gamma * z
-    b = M * theta[ex] + gamma * zv
+    a = M * kappa + gamma * z
+    b = M * theta + gamma * zv
     w = gamma * zw
     e = erf(lam_ * a)
     e1 = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * a) ** 2)  # d erf(lam a)/da
-    EA, EAW, EA2 = E(e * b, W3), E(e * b * w, W3), E((e * b) ** 2, W3)
-    # noise token: axes (..., outer, inner, 1)
-    yn = zi[None, :, None]
-    Wn = wo[:, None, None] * wi[None, :, None]  # (outer, inner, 1)
-    an = z + 0.0 * yn
-    bn = rho[ex] * z + l11[ex] * yn
-    en = erf(lam_ * an)
-    e1n = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * an) ** 2)
-    EB, EB2 = E(en * bn, Wn), E((en * bn) ** 2, Wn)
+    eb, e1b, ee = e * b, e1 * b, e * e
+    # alpha, beta (first moments), alpha^2, alpha beta, beta^2; then moments of erf attention and of A
+    P = E((e1b, e, e1b * e1b, e1b * e, ee, eb, eb * w, eb * eb, ee * ee), eb - w, _W3)
+    Ephi, Er0phi, Er02phi = P[:5, :, 0], P[:5, :, 1], P[:5, :, 2]
+    EA, EAW, EA2, Eee, Ee4 = P[5, :, 0], P[6, :, 0], P[7, :, 0], P[4, :, 0], P[8, :, 0]
+    # noise token: a = z, b = rho z + sqrt(1 - rho^2) y; axes (n, outer, inner, 1)
+    yn = _ZI[None, :, None]
+    bn = rho * z + l11 * yn
+    en = erf(lam_ * z)
+    e1n = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * z) ** 2)
+    r0n = en * bn
+    Pn = E(((e1n * bn) ** 2, e1n * bn * en, en * en, 1.0), r0n, _WN)  # alpha^2, alpha beta, beta^2; 1
+    EB, EB2 = Pn[3, :, 1], Pn[3, :, 2]  # E erf(lam a) b and its square
     # the rest of the residual: for J0, the noise tokens' sum minus the label noise; for a noise token, the others
     n1 = (L - 1) * EB
     n2 = (L - 1) * EB2 + (L - 1) * (L - 2) * EB**2 + eps**2
     c1 = EA + (L - 2) * EB
     c2 = (EA2 - 2.0 * EAW + gamma**2) + 2.0 * (L - 2) * EA * EB + (L - 2) * EB2 + (L - 2) * (L - 3) * EB**2 + eps**2
-
-    def r1(r0, phi, m1, Wt):  # E r phi, r = r0 + rest
-        return E(r0 * phi, Wt) + m1 * E(phi, Wt)
-
-    def r2(r0, phi, m1, m2, Wt):  # E r^2 phi
-        return E(r0 * r0 * phi, Wt) + 2.0 * m1 * E(r0 * phi, Wt) + m2 * E(phi, Wt)
-
-    r0 = e * b - w
-    alpha = 2.0 * r1(r0, e1 * b, n1, W3)
-    beta = 2.0 * r1(r0, e, n1, W3)
-    alpha2 = 4.0 * r2(r0, (e1 * b) ** 2, n1, n2, W3)
-    alphabeta = 4.0 * r2(r0, e1 * b * e, n1, n2, W3)
-    beta2 = 4.0 * r2(r0, e * e, n1, n2, W3)
-    r0n = en * bn
-    alpha2n = 4.0 * r2(r0n, (e1n * bn) ** 2, c1, c2, Wn)
-    alphabetan = 4.0 * r2(r0n, e1n * bn * en, c1, c2, Wn)
-    beta2n = 4.0 * r2(r0n, en * en, c1, c2, Wn)
+    # E r phi = E r0 phi + m1 E phi;  E r^2 phi = E r0^2 phi + 2 m1 E r0 phi + m2 E phi  (r = r0 + the rest)
+    alpha = 2.0 * (Er0phi[0] + n1 * Ephi[0])
+    beta = 2.0 * (Er0phi[1] + n1 * Ephi[1])
+    alpha2, alphabeta, beta2 = (4.0 * (Er02phi[i] + 2.0 * n1 * Er0phi[i] + n2 * Ephi[i]) for i in (2, 3, 4))
+    alpha2n, alphabetan, beta2n = (4.0 * (Pn[i, :, 2] + 2.0 * c1 * Pn[i, :, 1] + c2 * Pn[i, :, 0]) for i in range(3))
     g2 = gamma**2
-    return SampleMoments(EA, EAW, EA2, EB, EB2,
-                         S_aa=g2 * alpha2 + (L - 1) * alpha2n, S_ab=g2 * alphabeta + (L - 1) * alphabetan,
-                         S_bb=g2 * beta2 + (L - 1) * beta2n, alpha=alpha, beta=beta, alpha2=alpha2,
-                         alphabeta=alphabeta, beta2=beta2, A1=2.0 * E(e * e, W3), A2=4.0 * E(e**4, W3))
+    out = SampleMoments(EA, EAW, EA2, EB, EB2,
+                        S_aa=g2 * alpha2 + (L - 1) * alpha2n, S_ab=g2 * alphabeta + (L - 1) * alphabetan,
+                        S_bb=g2 * beta2 + (L - 1) * beta2n, alpha=alpha, beta=beta, alpha2=alpha2,
+                        alphabeta=alphabeta, beta2=beta2, A1=2.0 * Eee, A2=4.0 * Ee4)
+    return SampleMoments(*(x.reshape(shape) for x in out))
 
 
 def second_order(o: np.ndarray, mo: SampleMoments, *, d: int, M: float, B: int) -> np.ndarray:
@@ -192,9 +191,13 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
         out = np.zeros_like(y)
         out[:, :5] = p.delta * overlap_drift(y[:, :5], lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)
         return out
-    pts = np.concatenate([sigma_points(y, p.M), y[None, :, :5]])  # (3, R, 5): the sigma points and the mean
     V, o = y[:, 5], y[:, :5]
-    F = overlap_drift(pts, lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)  # (3, R, 5)
+    pts = sigma_points(y, p.M)  # (2, R, 5); the mean too (for V < 0) only if some V < 0: (3, R, 5)
+    if (V < 0).any():
+        pts = np.concatenate([pts, o[None]])
+    F = overlap_drift(pts, lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)
+    if len(F) == 2:
+        F = np.concatenate([F, F[:1]])  # not used: sigma_mean takes the centre where V < 0 only
     mo = sample_moments(lam, *o.T, M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)  # (R,): at the mean
     out = np.empty_like(y)
     out[:, :5] = p.delta * sigma_mean(F[:2], F[2], V) + p.delta**2 * second_order(o, mo, d=p.d, M=p.M, B=p.B)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy.integrate import BDF
 from scipy.sparse import block_diag
 
 from slr.core.predictors import ERF
@@ -101,8 +102,6 @@ class SGDLimit(Algorithm):
         return end, at
 
     def _start(self, t: int, until: int, live: np.ndarray) -> None:
-        from scipy.integrate import BDF
-
         d, n = self.model.d, int(live.sum())
 
         def rhs(tau, yflat):

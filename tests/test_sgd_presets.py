@@ -1,0 +1,125 @@
+"""The SGD-limit presets (``docs/dynamics.md``, "Online SGD: the high-dimensional limit"): ``experiment=sweep_sgd_limit``
+and ``experiment=phase_sgd`` as tiny multiruns, and their analysis (:mod:`slr.results.sgd_limit`, the scripts) checked
+against numbers computed directly from the jobs' files."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from slr.results import sgd_limit
+from slr.results.sweep import read_sweep
+from test_sweeps import multirun, script
+
+
+@pytest.mark.parametrize("d, delta, every, steps", [(400, 1.6, 38, 1520), (1600, 0.4, 600, 24000),
+                                                    (25600, 0.08, 32000, 1280000)])
+def test_sweep_sgd_limit_runs_to_flow_time_6_capped_at_t_50(make_cfg, d, delta, every, steps):
+    cfg = make_cfg("experiment=sweep_sgd_limit", f"task.d={d}", f"train.lr={delta}")
+    assert (cfg.train.log_every, cfg.train.steps) == (every, steps)  # t = min(6/delta, 50), 40 logs
+    assert (cfg.train.lr_scale, cfg.train.repeats, cfg.train.lam_schedule) == ("d", 32, "constant")
+
+
+@pytest.fixture(scope="module")
+def limit_sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sgd_limit") / "sweep"
+    res = multirun(sweep_dir, "experiment=sweep_sgd_limit", "train.init=sphere", "task.d=100,200", "train.lr=1.6",
+                   "train.batch_size=5", "train.repeats=8", "eval.n_test=200", "train.log_test_size=0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return sweep_dir
+
+
+def _medians(job_dir, q):
+    m = pd.read_csv(job_dir / "metrics.csv")
+    x = m.kappa.abs() if q == "abs_kappa" else m.nu.abs() if q == "abs_nu" else m.excess
+    return x.groupby(m.step).median()
+
+
+def test_sweep_sgd_limit_table_is_the_sup_gap_between_chain_and_ode_medians(limit_sweep, tmp_path):
+    jobs = read_sweep(limit_sweep)
+    assert len(jobs) == 8 and all(j.status == "ok" for j in jobs)  # 2 d x (chain, ODE) x ode_correction
+    v = sgd_limit.validation(limit_sweep)
+    table = v["table"].set_index("d")
+    assert list(table.index) == [100, 200] and not v["skipped"]
+    for d in (100, 200):
+        folder = {}
+        for j in jobs:
+            o = j.overrides
+            if o["task.d"] == d:
+                model = "chain" if o["train.simulator"] == "reduced" else "ode" if o["train.ode_correction"] else "flow"
+                folder[model] = j.path
+        for q in sgd_limit.QUANTITIES:
+            chain = _medians(folder["chain"], q)
+            assert chain.index[-1] == round(6 / 1.6 * d / 40) * 40
+            for model in ("ode", "flow"):
+                other = _medians(folder[model], q)
+                assert other.iloc[0] == pytest.approx(chain.iloc[0], rel=1e-12)  # the same initial overlaps
+                assert table.loc[d, f"{model}_{q}"] == pytest.approx((chain - other).abs().max(), rel=1e-12)
+    slope = v["slopes"].iloc[0]
+    for c in ("ode_abs_kappa", "flow_excess"):
+        assert slope[c] == pytest.approx(np.log(table.loc[200, c] / table.loc[100, c]) / np.log(2.0), rel=1e-9)
+    curves = v["curves"]
+    assert set(curves.model) == {"chain", "ode", "flow"} and (curves.t == curves.step / curves.d).all()
+    chain = curves[curves.model == "chain"]
+    assert (chain.abs_kappa_lo <= chain.abs_kappa).all() and (chain.abs_kappa <= chain.abs_kappa_hi).all()
+
+    res = script("sweep_sgd_limit.py", limit_sweep, "--out", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "figures" / "sgd_limit_B5.png").stat().st_size > 20000
+    written = pd.read_csv(tmp_path / "table.csv")
+    np.testing.assert_allclose(written.ode_excess, v["table"].ode_excess, rtol=1e-9)
+    assert {"chain_s", "ode_s", "flow_s"} <= set(written.columns) and "log-log slopes" in (tmp_path / "table.md").read_text()
+
+
+def test_phase_classes():
+    o = dict(kappa=[0.95, 0.1, 0.95, 0.2, 0.1], nu=[-0.92, 0.1, 0.5, 0.2, 0.1], eta=[0.0, 0.95, 0.0, 0.1, 0.0])
+    V = [0.1, 0.1, 0.1, 50.0, np.nan]
+    assert list(sgd_limit.classify(o, V, M=5.0)) == ["aligned", "swapped", "stalled", "unstable", "unstable"]
+
+
+@pytest.fixture(scope="module")
+def phase_sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("phase") / "sweep"
+    res = multirun(sweep_dir, "experiment=phase_sgd", "train.lr=0.08,1.6", "predictor.lam=0.5,2.0", "seed=0,1",
+                   "train.steps=4000", "train.log_every=2000", "train.schedule_rate=1e-3", "train.repeats=4",
+                   "eval.n_test=200")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return sweep_dir
+
+
+def test_phase_sgd_table_counts_the_final_states_of_every_repeat(phase_sweep, tmp_path):
+    jobs = read_sweep(phase_sweep)
+    assert len(jobs) == 8 and all(j.status == "ok" for j in jobs)
+    table = sgd_limit.phase(phase_sweep).set_index(["delta", "lam0"])
+    assert sorted(table.index) == [(0.08, 0.5), (0.08, 2.0), (1.6, 0.5), (1.6, 2.0)]
+    by_job = {}
+    for j in jobs:
+        o, V = j.summary["final_overlaps"]["per_repeat"], np.array(j.summary["trained"]["fluctuation_V"])
+        by_job[j.overrides["train.lr"], j.overrides["predictor.lam"], j.overrides["seed"]] = [
+            "unstable" if not v <= j.summary["task"]["M"] ** 2 else "swapped" if abs(e) >= 0.9
+            else "aligned" if min(abs(k), abs(n)) >= 0.9 else "stalled"
+            for k, n, e, v in zip(o["kappa"], o["nu"], o["eta"], V)]
+    for (delta, lam0), row in table.iterrows():
+        states = by_job[delta, lam0, 0] + by_job[delta, lam0, 1]  # two seeds pooled
+        for s in sgd_limit.STATES:
+            assert row[s] == pytest.approx(states.count(s) / 8)
+
+    # a job whose solver failed counts as train.repeats unstable repeats, with its message
+    broken = tmp_path / "sweep"
+    shutil.copytree(phase_sweep, broken)
+    job = next(j for j in read_sweep(broken) if j.overrides["train.lr"] == 1.6 and j.overrides["predictor.lam"] == 2.0
+               and j.overrides["seed"] == 1)
+    summary = json.loads((job.path / "summary.json").read_text())
+    (job.path / "summary.json").write_text(json.dumps(dict(status="failed", error="BDF failed at t = 3", name=summary["name"])))
+    row = sgd_limit.phase(broken).set_index(["delta", "lam0"]).loc[(1.6, 2.0)]
+    assert row.unstable == pytest.approx((by_job[1.6, 2.0, 0].count("unstable") + 4) / 8)
+    assert "BDF failed" in row.message and np.isnan(row.seconds)
+
+    res = script("phase_sgd.py", phase_sweep, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "out" / "figures" / "phase_sgd.png").stat().st_size > 20000
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out" / "phase.csv").set_index(["delta", "lam0"]).aligned,
+                               table.aligned)
