@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slr import theory  # noqa: E402
-from slr.app.config import outputs_dir  # noqa: E402
+from slr.app.schema import outputs_dir  # noqa: E402
 from slr.core.predictors import ERF  # noqa: E402
 from slr.core.reduced import ReducedTask  # noqa: E402
 from slr.core.seeding import numpy_generator, torch_generator  # noqa: E402

@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slr.app.config import outputs_dir  # noqa: E402
+from slr.app.schema import outputs_dir  # noqa: E402
 from slr.io import read_json  # noqa: E402
 
 # longest first, so that two workers finish together

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from slr.app.config import CONF_DIR
+from slr.app.schema import CONF_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -245,7 +245,7 @@ def cli(tmp_path_factory):
     existing = root / "existing_run"  # a finished run folder, written before any refused run is launched
     from hydra import compose, initialize_config_dir
 
-    from slr.app.config import CONF_DIR
+    from slr.app.schema import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         run(compose(config_name="config", overrides=TINY), out_dir=existing)

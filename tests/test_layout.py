@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slr.app.config import checkout_root, outputs_dir
+from slr.app.schema import checkout_root, outputs_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def _modules():
 
 
 def test_the_configs_live_in_conf_at_the_top_and_the_checkout_reads_them_there():
-    from slr.app.config import CONF_DIR
+    from slr.app.schema import CONF_DIR
 
     assert CONF_DIR == REPO / "conf" and (CONF_DIR / "config.yaml").is_file()
     assert not (PACKAGE / "conf").exists(), "configs have one source: conf/ at the top of the checkout"
@@ -109,3 +109,20 @@ def test_data_flows_one_way_through_the_layers():
             if here is not None and there is not None and there > here:
                 upward.append(f"{module} -> {imp}")
     assert not upward, "imports that run up the layers: " + ", ".join(sorted(upward))
+
+
+def test_no_two_modules_import_each_other():
+    """No import cycle among slr's modules, lazy imports inside functions included: two modules that need each other
+    are one idea split wrongly, or share a piece that wants its own file."""
+    graph = {}
+    for module, imps in _modules():
+        graph[module] = {i for i in imps if i.startswith("slr.") and i != module}
+    known = set(graph)
+    graph = {m: {i if i in known else i.rsplit(".", 1)[0] for i in deps} & known - {m} for m, deps in graph.items()}
+    packages = {m for m in known if (REPO / Path(*m.split("."))).is_dir()}  # __init__ re-exports are not cycles
+    cycles = []
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            if a in graph.get(b, ()) and a < b and not {a, b} & packages:
+                cycles.append(f"{a} <-> {b}")
+    assert not cycles, "modules importing each other: " + ", ".join(cycles)

@@ -93,7 +93,8 @@ def test_every_preset_and_launcher_composes_from_the_wheel(installed):
     script = """
 from hydra import compose, initialize_config_dir
 import slr.app.config
-from slr.app.config import CONF_DIR, check
+from slr.app.config import check
+from slr.app.schema import CONF_DIR
 assert "site-packages" in str(CONF_DIR), CONF_DIR
 presets = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 launchers = ["basic", "joblib", "submitit_local", "submitit_slurm", "slurm"]

@@ -126,7 +126,7 @@ def test_the_app_and_slr_report_start_without_torch_or_matplotlib():
 import sys
 import slr, slr.app.run, slr.app.config
 from hydra import compose, initialize_config_dir
-with initialize_config_dir(config_dir=str(slr.app.config.CONF_DIR), version_base="1.3"):
+with initialize_config_dir(config_dir=str(slr.app.schema.CONF_DIR), version_base="1.3"):
     cfg = compose(config_name="config", overrides=["task.d=1"])
 try:
     slr.app.config.check(cfg)
@@ -142,7 +142,7 @@ print(heavy())
 
 
 def test_the_init_names_of_the_config_are_those_of_train():
-    from slr.app.config import INIT_NAMES
+    from slr.app.schema import INIT_NAMES
     from slr.training.algorithms import INITS
 
     assert tuple(INITS) == INIT_NAMES

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from slr.results import report
 from slr.results import sweep
-from slr.app.config import CONF_DIR, check
+from slr.app.config import check
+from slr.app.schema import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 

@@ -196,7 +196,7 @@ def test_erm_on_planted_states_puts_the_attention_on_the_adjective():
 def probe_cfg(tiny_bert):
     from hydra import compose, initialize_config_dir
 
-    from slr.app.config import CONF_DIR
+    from slr.app.schema import CONF_DIR
 
     def make(*overrides):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -112,7 +112,7 @@ def test_variant_presets_compose_and_every_swept_point_is_valid(make_cfg, preset
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from slr.app.config import CONF_DIR
+    from slr.app.schema import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={preset}"], return_hydra_config=True)

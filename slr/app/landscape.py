@@ -12,7 +12,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from slr.app.build import build_pgd, job_task
-from slr.app.config import CONF_DIR, check_landscape, figure_formats, initial_lam, learning_rate
+from slr.app.config import check_landscape, figure_formats, initial_lam, learning_rate
+from slr.app.schema import CONF_DIR
 from slr.app.job import compose_errors_refused, job_exits, run_in_folder, show_progress
 from slr.core.seeding import numpy_generator
 from slr.io import write_json

@@ -10,7 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from slr.app.config import CONF_DIR, check_probe, figure_formats
+from slr.app.config import check_probe, figure_formats
+from slr.app.schema import CONF_DIR
 from slr.app.job import job_exits, run_in_folder, show_progress
 from slr.app.text import text_states
 from slr.io import write_json

@@ -15,7 +15,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from slr.app.build import job_task
-from slr.app.config import CONF_DIR, check, figure_formats, learning_rate
+from slr.app.config import check, figure_formats, learning_rate
+from slr.app.schema import CONF_DIR
 from slr.app.families import family_of
 from slr.app.final import evaluate_final, logged_vs_final, not_available
 from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, logged_before_the_run,

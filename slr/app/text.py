@@ -2,7 +2,6 @@
 ``task=text`` job of ``slr``, kept here so that ``run.py`` only dispatches to it. The work is :mod:`slr.text`."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -10,69 +9,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from slr.app.config import ConfigError, _number, figure_formats, is_module
+from slr.app.config import as_config_error, figure_formats, is_module
 from slr.io import MetricsWriter, write_json
 
 log = logging.getLogger("slr")
-
-
-def as_config_error(err) -> ConfigError:
-    """A :class:`slr.text.encoder.TextInputError` as the apps' one-paragraph :class:`ConfigError` (exit 2)."""
-    return ConfigError(err.key, err.value, err.allowed)
-
-
-def check_text(cfg: DictConfig, layer: bool = True) -> int:
-    """The text group: the extra installed, ``text.model`` a model folder, ``text.layer`` within its layers (when
-    ``layer``: ``slr-probe`` probes them all), and ``text.batch_size``. Returns the model's number of layers. Does not
-    import ``transformers``."""
-    from slr.text.encoder import TextInputError, model_folder, require_extra
-
-    _number(cfg, "text.batch_size", low=1, integer=True)
-    _number(cfg, "text.layer", low=0, integer=True)
-    try:
-        require_extra("text.model", cfg.text.model)
-        folder = model_folder(cfg.text.model)
-    except TextInputError as err:
-        raise as_config_error(err) from None
-    n_layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
-    if not isinstance(n_layers, int) or n_layers < 1:
-        raise ConfigError("text.model", cfg.text.model, "a transformer encoder folder whose config.json gives "
-                          f"num_hidden_layers >= 1 (here {n_layers!r})")
-    if layer and cfg.text.layer > n_layers:
-        raise ConfigError("text.layer", cfg.text.layer, f"an integer from 0 (the embeddings) to {n_layers}, the number "
-                          f"of layers of text.model={cfg.text.model}")
-    return n_layers
-
-
-def check_text_task(cfg: DictConfig) -> None:
-    """``task=text`` (called by :func:`slr.app.config.check`): erf or softmax attention trained by ERM, and the text
-    group."""
-    if cfg.train.algo != "erm":
-        raise ConfigError("train", cfg.train.algo, "erm with task=text: the sentences are a finite set, trained on "
-                          "train.n_train sentences of the train split")
-    if cfg.predictor.name == "module":
-        _forward_takes_mask(cfg)
-    if cfg.predictor.name in ("erf", "softmax") and cfg.predictor.lam == "auto":
-        raise ConfigError("predictor.lam", "auto", "a number > 0 with task=text (lam=auto is the best lam of the "
-                          "Gaussian task's erf oracle)")
-    check_text(cfg)
-
-
-def _forward_takes_mask(cfg: DictConfig) -> None:
-    """A user's module on text takes the padding mask: ``forward(X, mask=None)`` with ``mask`` (B, L) of real tokens."""
-    import inspect
-
-    from hydra.utils import get_class
-
-    target = cfg.predictor.model.get("_target_")
-    allowed = ("a torch.nn.Module whose forward takes the padding mask, forward(X, mask=None) with mask (B, L) true on "
-               "the real tokens, with task=text (padding must never be attended to)")
-    try:
-        params = inspect.signature(get_class(str(target)).forward).parameters
-    except Exception:  # noqa: BLE001  not importable: the module checks of slr.app.config say why
-        return
-    if "mask" not in params:
-        raise ConfigError("predictor.model._target_", target, allowed)
 
 
 def text_states(cfg: DictConfig, progress: bool):
@@ -158,7 +98,7 @@ def _train_modules(cfg: DictConfig, task, train_tok):
     each initialised from its own seed, trained by :func:`slr.text.task.train_modules`."""
     import torch
 
-    from slr.app.build import build_user_module
+    from slr.app.user_code import build_user_module
     from slr.models.transformer import Transformer
     from slr.text.task import ModulePredictor, train_modules
 

@@ -11,7 +11,7 @@ with the Bayes-optimal estimator. It may also expose
   ``eta``, ``rho``), with ``defines_directions = True``.
 
 :class:`slr.models.transformer.Transformer` does all three. :func:`probe` checks a module on a tiny batch, so that
-a broken module is refused before a run starts (:func:`slr.app.build.build_user_module` builds it from its config).
+a broken module is refused before a run starts (:func:`slr.app.user_code.build_user_module` builds it from its config).
 """
 from __future__ import annotations
 
