@@ -202,6 +202,16 @@ class LoggedExcess(NamedTuple):
 
 
 # ----- Bayes excess by exact importance sampling (docs/bayes.md §4) -------------------------------------------------
+def _proposal_tokens(shape, mean: float, var: float, *, d: int, M: float, g2: float, gen, rng):
+    """Tokens drawn from ``N(mean k*, var I)`` through their ``k*``, ``v*`` coordinates and squared norm: the
+    log-likelihood ratio of each (informative vs noise token, docs/bayes.md) and its ``v*`` coordinate, each (*shape)."""
+    z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+    kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
+    rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
+    llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
+    return llr, vc
+
+
 def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
     """Bayes excess ``(L-1) P12 + C(L-1,2) P23`` by importance sampling: ``(mean, standard_error)``.
 
@@ -294,11 +304,7 @@ def bayes_excess_is_sets_log10(task, n: int, seed: int = 0) -> tuple[float, floa
     rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
 
     def tokens(shape, mean, var):
-        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
-        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
-        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
-        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
-        return llr, vc
+        return _proposal_tokens(shape, mean, var, d=d, M=M, g2=g2, gen=gen, rng=rng)
 
     means, variances = [], []  # per overlap k: log of the contribution's mean, and its variance relative to the total
     for k in range(max(0, 2 * s - L), s):
@@ -345,11 +351,7 @@ def bayes_excess_is_prior_log10(task, n: int, seed: int = 0) -> tuple[float, flo
     rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
 
     def tokens(shape, mean, var):
-        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
-        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
-        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
-        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
-        return llr, vc
+        return _proposal_tokens(shape, mean, var, d=d, M=M, g2=g2, gen=gen, rng=rng)
 
     pairs = torch.combinations(torch.arange(L), 2)  # (P, 2)
     rest = torch.stack([torch.tensor([k for k in range(L) if k not in (int(l), int(m))], dtype=torch.long)

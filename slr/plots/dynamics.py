@@ -6,6 +6,7 @@ second, and neither seaborn nor pandas is imported for it.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Mapping
 
@@ -25,6 +26,15 @@ STYLE = {  # seaborn's whitegrid style, "paper" context at font_scale 1.1, witho
     "axes.labelsize": 10.5, "axes.titlesize": 10.5, "xtick.labelsize": 9.7, "ytick.labelsize": 9.7,
     "legend.fontsize": 8, "xtick.major.size": 0, "ytick.major.size": 0, "axes.spines.top": True,
     "axes.spines.right": True, "lines.solid_capstyle": "round", "patch.edgecolor": "w", "legend.frameon": True}
+
+
+def styled(figure):
+    """Draw ``figure`` in slr's figure style (:data:`STYLE`), without touching matplotlib's global settings."""
+    @functools.wraps(figure)
+    def drawn(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return figure(*args, **kwargs)
+    return drawn
 
 
 class Grid:

@@ -2,7 +2,6 @@
 the path from the oracle to the swapped point, basin fractions; and the bifurcation picture of a sweep over ``lam``."""
 from __future__ import annotations
 
-import functools
 
 import matplotlib
 
@@ -13,7 +12,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 
 from slr.landscape import LABELS as LABEL_ORDER  # noqa: E402
-from slr.plots.dynamics import DEEP, STYLE, _no_data  # noqa: E402
+from slr.plots.dynamics import DEEP, _no_data, styled  # noqa: E402
 INDEX_BINS = (0, 1, 2, 3, 10, 100, 1000, 10**9)  # index classes: 0, 1, 2, 3-9, 10-99, 100-999, >= 1000
 
 
@@ -30,16 +29,7 @@ def _index_colorbar(fig, ax, cmap, norm) -> None:
     cb.set_label("Hessian index (negative eigenvalues,\nwith multiplicity, for the full d)")
 
 
-def _styled(figure):
-    """Draw ``figure`` in slr's figure style (:data:`slr.plots.dynamics.STYLE`), without touching matplotlib's global settings."""
-    @functools.wraps(figure)
-    def drawn(*args, **kwargs):
-        with plt.rc_context(STYLE):
-            return figure(*args, **kwargs)
-    return drawn
-
-
-@_styled
+@styled
 def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | None = None, title: str | None = None):
     """(a) every critical point at its excess (log axis), one row per label, coloured by its Hessian index and
     annotated with it (a star marks minima); (b) the excess along the geodesic from the oracle to the swapped point;
@@ -95,7 +85,7 @@ def landscape_figure(table: pd.DataFrame, path: tuple[np.ndarray, np.ndarray] | 
     return fig, axes
 
 
-@_styled
+@styled
 def bifurcation_figure(points: pd.DataFrame, basins: pd.DataFrame | None = None, title: str | None = None):
     """The landscape vs ``lam`` from one table of critical points of many runs (columns ``lam``, ``family``,
     ``label``, ``excess``, ``index``): (a) excess of each family (a line per family, markers coloured by index,

@@ -2,7 +2,6 @@
 beside the paper's BERT numbers, and the training of attention on a layer's tokens (``task=text``)."""
 from __future__ import annotations
 
-import functools
 
 import matplotlib
 
@@ -11,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from slr.plots.dynamics import DEEP, STYLE  # noqa: E402
+from slr.plots.dynamics import DEEP, styled  # noqa: E402
 
 SPLITS = ("train", "test", "ood_tokens", "ood_structure", "ood_both")
 SPLIT_TITLES = {"train": "train", "test": "test", "ood_tokens": "OOD\ntokens", "ood_structure": "OOD\nstructure",
@@ -22,21 +21,13 @@ FEATURE_TITLES = {"cls": "first token ([CLS]) probe", "mean": "mean-pooled token
                   "k_star": "k* probe: top token is the label adjective", "v_star": "v* probe: label from its token"}
 
 
-def _styled(figure):
-    @functools.wraps(figure)
-    def drawn(*args, **kwargs):
-        with plt.rc_context(STYLE):
-            return figure(*args, **kwargs)
-    return drawn
-
-
 def layer_average(probes: pd.DataFrame, features: str = "cls", first_layer: int = 1) -> pd.Series:
     """Accuracy per split of one probe averaged over layers ``first_layer`` and up (the paper averages 1-12)."""
     sel = probes[(probes["features"] == features) & (probes["layer"] >= first_layer)]
     return sel.groupby("split")["accuracy"].mean().reindex([s for s in SPLITS if s in set(sel["split"])])
 
 
-@_styled
+@styled
 def probe_figure(probes: pd.DataFrame, model: str, title: str | None = None):
     """(a) the paper's bars: [CLS]-probe accuracy per split averaged over layers 1.., ours beside the paper's BERT;
     (b)-(e) accuracy per layer of each probe (``probes``: rows layer, features, split, accuracy), one line per split.
@@ -79,7 +70,7 @@ def probe_figure(probes: pd.DataFrame, model: str, title: str | None = None):
     return fig, axes
 
 
-@_styled
+@styled
 def text_training_figure(history: list[dict], summary: dict, title: str | None = None):
     """(a) training loss per repeat against the step; (b) accuracy per split of the trained attention (mean over
     repeats) beside the first-token least-squares baseline; (c) attention on the label adjective per split, with the
