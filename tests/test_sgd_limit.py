@@ -42,6 +42,45 @@ def test_quadrature_reproduces_the_closed_form_moments(lam, point):
     assert mo.A1 == pytest.approx(2 * float(zeta(lam * M * point["kappa"], lam * GAMMA)), rel=1e-9)
 
 
+STEEP = dict(kappa=0.02, nu=0.5, theta=0.05, eta=0.1, rho=0.2)  # the start of a schedule: the step near z_k = 0
+
+
+@pytest.mark.parametrize("lam", [1.0, 2.0, 4.0, 8.0])
+@pytest.mark.parametrize("gamma", [0.3, 1.5])
+def test_quadrature_is_converged_for_steep_erf_closed_forms(lam, gamma):
+    """erf(lam a) steps with width 1/(lam gamma) in z_k: the moments with closed forms still agree at large lam."""
+    M = math.sqrt(200)
+    mo = sl.sample_moments(lam, **STEEP, M=M, gamma=gamma, L=10, eps=0.1)
+    cf = erf_moments(lam, **STEEP, M=M, gamma=gamma)
+    for name in ("EA", "EAW", "EA2", "EB", "EB2"):
+        assert getattr(mo, name) == pytest.approx(getattr(cf, name), rel=1e-6, abs=1e-12), name
+    assert mo.A1 == pytest.approx(2 * float(zeta(lam * M * STEEP["kappa"], lam * gamma)), rel=1e-6)
+
+
+@pytest.mark.parametrize("lam", [1.0, 2.0, 4.0, 8.0])
+@pytest.mark.parametrize("gamma", [0.3, 1.5])
+def test_quadrature_is_converged_for_steep_erf_adaptive_reference(lam, gamma):
+    """Every moment (the noise-correction ones built from erf'(lam a)^2, a bump of width 1/(2 lam gamma), included)
+    against the same per-token integrands integrated over z_k by scipy's adaptive quad_vec at 1e-12, with
+    breakpoints at both tokens' steps; the inner (exact) rule and the combination are shared."""
+    from scipy.integrate import quad_vec
+
+    M, L, eps = math.sqrt(200), 10, 0.1
+    z0 = -M * STEEP["kappa"] / gamma
+
+    def integrand(z):
+        node, weight = np.array([[z]]), np.array([[math.exp(-z * z / 2) / math.sqrt(2 * math.pi)]])
+        P, Pn = sl.token_sums(lam, **STEEP, M=M, gamma=gamma, outer=(node, weight), outer_noise=(node, weight))
+        return np.concatenate([P.ravel(), Pn.ravel()])
+
+    sums, err = quad_vec(integrand, -12.0, 12.0, points=sorted({z0, 0.0}), epsabs=1e-15, epsrel=1e-12, norm="max",
+                         limit=2000)
+    ref = sl._combine(sums[:27].reshape(9, 1, 3), sums[27:].reshape(4, 1, 3), gamma=gamma, L=L, eps=eps)
+    mo = sl.sample_moments(lam, **STEEP, M=M, gamma=gamma, L=L, eps=eps)
+    for name, x, r in zip(mo._fields, mo, ref):
+        assert float(x) == pytest.approx(float(r[0]), rel=1e-6, abs=1e-12), name
+
+
 @pytest.mark.parametrize("lam,B", [(0.1, 1), (0.8, 1)])
 def test_gradient_coefficient_moments_match_monte_carlo(lam, B):
     """Sequences drawn in R^4 from their definition: alpha_l = 2 r lam erf'(lam a_l) b_l, beta_l = 2 r erf(lam a_l)."""

@@ -32,16 +32,35 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI
 
 
-OUTER_NODES = 64  # over the projection on k (erf of it is not a polynomial)
+PIECE_NODES = 16  # Gauss-Legendre nodes on each of the three pieces of the projection on k (see _outer_rule)
 INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
+Z_MAX = 8.5  # the standard normal beyond +-Z_MAX weighs < 1e-16: the outer integral is over [-Z_MAX, Z_MAX]
+STEP_HALF_WIDTH = 4.5  # erf(x) is +-1 to within erfc(4.5) < 2e-10 for |x| > 4.5
 # the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
 # in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
 # 2 nodes are exact
-_ZO, _WO = _hermite(OUTER_NODES)
+_GL, _GLW = np.polynomial.legendre.leggauss(PIECE_NODES)
 _ZI, _WI = _hermite(INNER_NODES)
 _ZI2, _WI2 = _hermite(2)
-_W3 = _WO[:, None, None] * _WI[None, :, None] * _WI2[None, None, :]
-_WN = _WO[:, None, None] * _WI[None, :, None]  # a noise token's (outer, inner, 1)
+_WIN = _WI[:, None] * _WI2[None, :]  # (inner_v, inner_w)
+
+
+def _outer_rule(centre: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (n, 3 PIECE_NODES) for ``E f(Z)``, ``Z ~ N(0, 1)``, where ``f`` holds ``erf(slope (Z -
+    centre))`` and its derivatives: a step of width ``1/slope`` that Gauss-Hermite over ``Z`` cannot resolve once
+    ``slope`` exceeds a few units. ``[-Z_MAX, Z_MAX]`` is cut at ``centre +- STEP_HALF_WIDTH/slope`` (clipped) into
+    three pieces, each with Gauss-Legendre nodes: the middle one holds the whole step (and the bumps ``erf'``), the
+    outer two see only ``f``'s polynomial part times the normal density (a piece of length 0 gets weight 0)."""
+    h = STEP_HALF_WIDTH / max(slope, 1e-300)
+    c1 = np.clip(centre - h, -Z_MAX, Z_MAX)
+    c2 = np.clip(centre + h, -Z_MAX, Z_MAX)
+    c = np.clip(centre, -Z_MAX, Z_MAX)
+    cuts = np.sort(np.stack([np.full_like(c, -Z_MAX), c1, c, np.zeros_like(c), c2, np.full_like(c, Z_MAX)], -1), -1)
+    lo, hi = cuts[:, :-1, None], cuts[:, 1:, None]  # (n, 5, 1)
+    half = 0.5 * (hi - lo)
+    z = lo + half * (_GL + 1.0)
+    w = half * _GLW * np.exp(-0.5 * z * z) / _SQRT_2PI
+    return z.reshape(len(centre), -1), w.reshape(len(centre), -1)
 
 
 class SampleMoments(NamedTuple):
@@ -68,53 +87,74 @@ class SampleMoments(NamedTuple):
 
 
 def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L: int, eps: float) -> SampleMoments:
-    """Per-sequence expectations by Gauss-Hermite quadrature, broadcasting over the overlaps.
+    """Per-sequence expectations by deterministic quadrature, broadcasting over the overlaps.
 
     Informative token: ``a = M kappa + gamma z_k``, ``b = M theta + gamma z_v``, ``w = gamma z_w`` with ``(z_k, z_v, z_w)``
-    standard normal of correlations ``(rho, eta, nu)``; quadrature over ``z_k`` (outer), then over ``(z_v, z_w)`` given
-    ``z_k`` (inner, tensor rule on the conditional Cholesky factor). Noise token: ``a = z_k``, ``b = rho a +
-    sqrt(1 - rho^2) y``. The residual ``r`` couples the tokens only additively, so ``E r^2 phi(token)`` splits into one
-    token's moments times the first two moments of the others' sum (and of the label noise ``eps``)."""
+    standard normal of correlations ``(rho, eta, nu)``; quadrature over ``z_k`` (outer, :func:`_outer_rule` around the
+    step of ``erf(lam a)`` at ``z_k = -M kappa / gamma``), then over ``(z_v, z_w)`` given ``z_k`` (inner, Gauss-Hermite
+    tensor rule on the conditional Cholesky factor). Noise token: ``a = z_k``, ``b = rho a + sqrt(1 - rho^2) y``
+    (outer rule around ``z_k = 0``). The residual ``r`` couples the tokens only additively, so ``E r^2 phi(token)``
+    splits into one token's moments times the first two moments of the others' sum (and of the label noise ``eps``)."""
     kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))
     shape = kappa.shape
-    kappa, nu, theta, eta, rho = (x.reshape(-1, 1, 1, 1) for x in (kappa, nu, theta, eta, rho))  # (n, outer, in, in)
-    n, z = len(kappa), _ZO[:, None, None]
+    lam_ = float(lam)
+    zo, wo = _outer_rule(-M * kappa.reshape(-1) / gamma, lam_ * gamma)
+    zn, wn = _outer_rule(np.zeros(1), lam_)
+    P, Pn = token_sums(lam_, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=(zo, wo), outer_noise=(zn, wn))
+    return SampleMoments(*(x.reshape(shape) for x in _combine(P, Pn, gamma=gamma, L=L, eps=eps)))
+
+
+def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float, outer, outer_noise):
+    """The per-token integrals behind :func:`sample_moments` on given outer nodes and weights ``(z, w)`` (n, K) for
+    the informative token and (n or 1, K) for a noise token: ``P`` (9, n, 3), sums of ``f w``, ``f r0 w``, ``f r0^2 w``
+    (``r0`` the token's own residual) for ``f`` in ``lam erf' b, erf, (lam erf' b)^2, lam erf' b erf, erf^2, erf b,
+    erf b w, (erf b)^2, erf^4``, and ``Pn`` (4, n, 3) for a noise token's ``(lam erf' b)^2, lam erf' b erf, erf^2, 1``.
+    The inner rule is exact; a quadrature over ``z_k`` of one's choosing plugs in here (the tests use an adaptive one)."""
+    kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1, 1, 1, 1) for x in (kappa, nu, theta, eta, rho))
+    n = len(kappa)  # axes (n, outer, inner, inner)
 
     def E(fs, r0, w):  # sum over the nodes of f w, f r0 w and f r0^2 w for every f at once: (K, n, 3)
-        F = np.empty((len(fs), n) + w.shape)
+        w = np.broadcast_to(w, np.broadcast_shapes(w.shape, r0.shape))
+        F = np.empty((len(fs),) + w.shape)
         for i, f in enumerate(fs):
             F[i] = f
-        W = np.empty((3, n) + w.shape)
+        W = np.empty((3,) + w.shape)
         W[0] = w
         W[1] = W[0] * r0
         W[2] = W[1] * r0
         return np.einsum("knj,cnj->knc", F.reshape(len(fs), n, -1), W.reshape(3, n, -1))
 
     # informative token: axes (n, outer, inner_v, inner_w)
+    zo, wo = outer
+    z, W3 = zo[:, :, None, None], wo[:, :, None, None] * _WIN
     y1, y2 = _ZI[None, :, None], _ZI2[None, None, :]
     l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
     l21 = np.where(l11 > 1e-12, (nu - rho * eta) / np.maximum(l11, 1e-12), 0.0)
     l22 = np.sqrt(np.maximum(1.0 - eta * eta - l21 * l21, 0.0))
     zv = rho * z + l11 * y1
     zw = eta * z + l21 * y1 + l22 * y2
-    lam_ = float(lam)
     a = M * kappa + gamma * z
     b = M * theta + gamma * zv
     w = gamma * zw
-    e = erf(lam_ * a)
-    e1 = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * a) ** 2)  # d erf(lam a)/da
+    e = erf(lam * a)
+    e1 = lam * TWO_OVER_SQRT_PI * np.exp(-(lam * a) ** 2)  # d erf(lam a)/da
     eb, e1b, ee = e * b, e1 * b, e * e
     # alpha, beta (first moments), alpha^2, alpha beta, beta^2; then moments of erf attention and of A
-    P = E((e1b, e, e1b * e1b, e1b * e, ee, eb, eb * w, eb * eb, ee * ee), eb - w, _W3)
+    P = E((e1b, e, e1b * e1b, e1b * e, ee, eb, eb * w, eb * eb, ee * ee), eb - w, W3)
+    # noise token: a = z, b = rho z + sqrt(1 - rho^2) y; axes (n, outer, inner, 1)
+    zn, wn = outer_noise
+    z, WN = zn[:, :, None, None], wn[:, :, None, None] * _WI[:, None]
+    bn = rho * z + l11 * _ZI[None, :, None]
+    en = erf(lam * z)
+    e1n = lam * TWO_OVER_SQRT_PI * np.exp(-(lam * z) ** 2)
+    Pn = E(((e1n * bn) ** 2, e1n * bn * en, en * en, 1.0), en * bn, WN)  # alpha^2, alpha beta, beta^2; 1
+    return P, Pn
+
+
+def _combine(P: np.ndarray, Pn: np.ndarray, *, gamma: float, L: int, eps: float) -> SampleMoments:
+    """The moments of one sequence from the per-token integrals of :func:`token_sums` (flat over the points)."""
     Ephi, Er0phi, Er02phi = P[:5, :, 0], P[:5, :, 1], P[:5, :, 2]
     EA, EAW, EA2, Eee, Ee4 = P[5, :, 0], P[6, :, 0], P[7, :, 0], P[4, :, 0], P[8, :, 0]
-    # noise token: a = z, b = rho z + sqrt(1 - rho^2) y; axes (n, outer, inner, 1)
-    yn = _ZI[None, :, None]
-    bn = rho * z + l11 * yn
-    en = erf(lam_ * z)
-    e1n = lam_ * TWO_OVER_SQRT_PI * np.exp(-(lam_ * z) ** 2)
-    r0n = en * bn
-    Pn = E(((e1n * bn) ** 2, e1n * bn * en, en * en, 1.0), r0n, _WN)  # alpha^2, alpha beta, beta^2; 1
     EB, EB2 = Pn[3, :, 1], Pn[3, :, 2]  # E erf(lam a) b and its square
     # the rest of the residual: for J0, the noise tokens' sum minus the label noise; for a noise token, the others
     n1 = (L - 1) * EB
@@ -127,11 +167,10 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     alpha2, alphabeta, beta2 = (4.0 * (Er02phi[i] + 2.0 * n1 * Er0phi[i] + n2 * Ephi[i]) for i in (2, 3, 4))
     alpha2n, alphabetan, beta2n = (4.0 * (Pn[i, :, 2] + 2.0 * c1 * Pn[i, :, 1] + c2 * Pn[i, :, 0]) for i in range(3))
     g2 = gamma**2
-    out = SampleMoments(EA, EAW, EA2, EB, EB2,
-                        S_aa=g2 * alpha2 + (L - 1) * alpha2n, S_ab=g2 * alphabeta + (L - 1) * alphabetan,
-                        S_bb=g2 * beta2 + (L - 1) * beta2n, alpha=alpha, beta=beta, alpha2=alpha2,
-                        alphabeta=alphabeta, beta2=beta2, A1=2.0 * Eee, A2=4.0 * Ee4)
-    return SampleMoments(*(x.reshape(shape) for x in out))
+    return SampleMoments(EA, EAW, EA2, EB, EB2,
+                         S_aa=g2 * alpha2 + (L - 1) * alpha2n, S_ab=g2 * alphabeta + (L - 1) * alphabetan,
+                         S_bb=g2 * beta2 + (L - 1) * beta2n, alpha=alpha, beta=beta, alpha2=alpha2,
+                         alphabeta=alphabeta, beta2=beta2, A1=2.0 * Eee, A2=4.0 * Ee4)
 
 
 def second_order(o: np.ndarray, mo: SampleMoments, *, d: int, M: float, B: int) -> np.ndarray:
