@@ -32,31 +32,38 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI
 
 
-PIECE_NODES = 16  # Gauss-Legendre nodes on each of the three pieces of the projection on k (see _outer_rule)
+PIECE_NODES = 16  # Gauss-Legendre nodes on each piece of the projection on k (see _outer_rule)
 INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
 Z_MAX = 8.5  # the standard normal beyond +-Z_MAX weighs < 1e-16: the outer integral is over [-Z_MAX, Z_MAX]
 STEP_HALF_WIDTH = 4.5  # erf(x) is +-1 to within erfc(4.5) < 2e-10 for |x| > 4.5
 # the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
 # in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
 # 2 nodes are exact
+HERMITE_NODES = 64  # ... unless erf(slope z) is gentle: slope <= HERMITE_MAX_SLOPE
+HERMITE_MAX_SLOPE = 1.0
 _GL, _GLW = np.polynomial.legendre.leggauss(PIECE_NODES)
+_ZH, _WH = _hermite(HERMITE_NODES)
 _ZI, _WI = _hermite(INNER_NODES)
 _ZI2, _WI2 = _hermite(2)
 _WIN = _WI[:, None] * _WI2[None, :]  # (inner_v, inner_w)
 
 
-def _outer_rule(centre: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights (n, 3 PIECE_NODES) for ``E f(Z)``, ``Z ~ N(0, 1)``, where ``f`` holds ``erf(slope (Z -
-    centre))`` and its derivatives: a step of width ``1/slope`` that Gauss-Hermite over ``Z`` cannot resolve once
-    ``slope`` exceeds a few units. ``[-Z_MAX, Z_MAX]`` is cut at ``centre +- STEP_HALF_WIDTH/slope`` (clipped) into
-    three pieces, each with Gauss-Legendre nodes: the middle one holds the whole step (and the bumps ``erf'``), the
-    outer two see only ``f``'s polynomial part times the normal density (a piece of length 0 gets weight 0)."""
-    h = STEP_HALF_WIDTH / max(slope, 1e-300)
-    c1 = np.clip(centre - h, -Z_MAX, Z_MAX)
-    c2 = np.clip(centre + h, -Z_MAX, Z_MAX)
+def _outer_rule(centre: np.ndarray, slope: float, zero_cut: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (n, pieces PIECE_NODES) for ``E f(Z)``, ``Z ~ N(0, 1)``, where ``f`` holds ``erf(slope (Z -
+    centre))`` and its derivatives: a step of width ``1/slope`` (and bumps ``erf'``, ``erf'^2`` of width down to
+    ``1/(2 slope)``) that Gauss-Hermite over ``Z`` cannot resolve once ``slope`` exceeds about 1.
+    Up to ``HERMITE_MAX_SLOPE``, Gauss-Hermite (``HERMITE_NODES``) is accurate and cheaper; beyond it
+    ``[-Z_MAX, Z_MAX]`` is cut at the step's centre, at ``centre +- STEP_HALF_WIDTH/slope`` (clipped) and, if
+    ``zero_cut``, at 0, and each piece gets Gauss-Legendre nodes: each half of the step is its own piece, the others
+    see ``f``'s polynomial part times the normal density over at most ``Z_MAX`` (a piece of length 0 weighs 0)."""
+    if slope <= HERMITE_MAX_SLOPE:
+        return np.broadcast_to(_ZH, (len(centre), len(_ZH))), np.broadcast_to(_WH, (len(centre), len(_WH)))
+    h = STEP_HALF_WIDTH / slope
     c = np.clip(centre, -Z_MAX, Z_MAX)
-    cuts = np.sort(np.stack([np.full_like(c, -Z_MAX), c1, c, np.zeros_like(c), c2, np.full_like(c, Z_MAX)], -1), -1)
-    lo, hi = cuts[:, :-1, None], cuts[:, 1:, None]  # (n, 5, 1)
+    ends = [np.full_like(c, -Z_MAX), np.clip(centre - h, -Z_MAX, Z_MAX), c, np.clip(centre + h, -Z_MAX, Z_MAX),
+            np.full_like(c, Z_MAX)] + ([np.zeros_like(c)] if zero_cut else [])
+    cuts = np.sort(np.stack(ends, -1), -1)
+    lo, hi = cuts[:, :-1, None], cuts[:, 1:, None]  # (n, pieces, 1)
     half = 0.5 * (hi - lo)
     z = lo + half * (_GL + 1.0)
     w = half * _GLW * np.exp(-0.5 * z * z) / _SQRT_2PI
@@ -99,7 +106,7 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     shape = kappa.shape
     lam_ = float(lam)
     zo, wo = _outer_rule(-M * kappa.reshape(-1) / gamma, lam_ * gamma)
-    zn, wn = _outer_rule(np.zeros(1), lam_)
+    zn, wn = _outer_rule(np.zeros(1), lam_, zero_cut=False)  # the step is at 0 already
     P, Pn = token_sums(lam_, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=(zo, wo), outer_noise=(zn, wn))
     return SampleMoments(*(x.reshape(shape) for x in _combine(P, Pn, gamma=gamma, L=L, eps=eps)))
 
@@ -113,16 +120,17 @@ def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float
     kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1, 1, 1, 1) for x in (kappa, nu, theta, eta, rho))
     n = len(kappa)  # axes (n, outer, inner, inner)
 
-    def E(fs, r0, w):  # sum over the nodes of f w, f r0 w and f r0^2 w for every f at once: (K, n, 3)
-        w = np.broadcast_to(w, np.broadcast_shapes(w.shape, r0.shape))
-        F = np.empty((len(fs),) + w.shape)
+    def E(fs, r0, w):  # sums over the nodes of f w, f r0 w and f r0^2 w for each f: (K, n, 3)
+        shape = np.broadcast_shapes(w.shape, r0.shape)
+        W = np.empty(shape + (3,))
+        W[..., 0] = w
+        np.multiply(W[..., 0], r0, out=W[..., 1])
+        np.multiply(W[..., 1], r0, out=W[..., 2])
+        W = W.reshape(n, -1, 3)
+        out = np.empty((len(fs), n, 3))
         for i, f in enumerate(fs):
-            F[i] = f
-        W = np.empty((3,) + w.shape)
-        W[0] = w
-        W[1] = W[0] * r0
-        W[2] = W[1] * r0
-        return np.einsum("knj,cnj->knc", F.reshape(len(fs), n, -1), W.reshape(3, n, -1))
+            out[i] = np.matmul(np.broadcast_to(f, shape).reshape(n, 1, -1), W)[:, 0]
+        return out
 
     # informative token: axes (n, outer, inner_v, inner_w)
     zo, wo = outer
