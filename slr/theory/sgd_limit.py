@@ -10,7 +10,7 @@ variable ``m = M theta`` (``M <v, k*>``), which fluctuates by O(1) from step to 
 ``F`` is the gradient flow's overlap drift (:func:`slr.theory.flow.overlap_drift`), ``C`` the second-order term of the normalisation ``1/|k - lr g|`` (the
 gradient noise), and the ``V`` equation the exact second-moment recursion of ``m``, an AR(1) process with random
 coefficient ``A = 2 erf(lam <X_J0, k>)^2`` (batch mean) and noise ``beta_J0``. Every expectation over the tokens is a
-deterministic Gauss-Hermite quadrature over a token's two or three Gaussian projections (:func:`sample_moments`).
+deterministic quadrature over a token's two or three Gaussian projections (:func:`sample_moments`).
 """
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI
 
 
-PIECE_NODES = 16  # Gauss-Legendre nodes on each piece of the projection on k (see _outer_rule)
+PIECE_NODES = 15  # Gauss-Legendre nodes on each piece of the projection on k (see _outer_rule)
 INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
 Z_MAX = 8.5  # the standard normal beyond +-Z_MAX weighs < 1e-16: the outer integral is over [-Z_MAX, Z_MAX]
-STEP_HALF_WIDTH = 4.5  # erf(x) is +-1 to within erfc(4.5) < 2e-10 for |x| > 4.5
+STEP_HALF_WIDTH = 4.5  # the bend of erf(x) lies in |x| < 4.5 (erfc(4.5) < 2e-10): each half of it is one piece
 # the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
 # in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
 # 2 nodes are exact
