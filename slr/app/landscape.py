@@ -176,7 +176,7 @@ def _excess_entries(table, lam: float) -> dict:
 
 
 def format_table(table) -> str:
-    """The critical points as printed in the log (and in the README)."""
+    """The critical points as printed in the log (and in docs/landscape.md, "Running slr-landscape")."""
     cols = ["label", "kind", "kappa", "nu", "theta", "eta", "rho", "excess", "grad_norm", "index", "zero_modes",
             "min_eigenvalue"] + [c for c in ("basin_fraction", "basin_se") if c in table]
     return table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}")
