@@ -202,14 +202,23 @@ class LoggedExcess(NamedTuple):
 
 
 # ----- Bayes excess by exact importance sampling (docs/bayes.md §4) -------------------------------------------------
-def _proposal_tokens(shape, mean: float, var: float, *, d: int, M: float, g2: float, gen, rng):
-    """Tokens drawn from ``N(mean k*, var I)`` through their ``k*``, ``v*`` coordinates and squared norm: the
-    log-likelihood ratio of each (informative vs noise token, docs/bayes.md) and its ``v*`` coordinate, each (*shape)."""
-    z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
-    kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
-    rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
-    llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
-    return llr, vc
+def _proposal(task, seed: int):
+    """The importance sampler's proposal for ``task`` (docs/bayes.md): ``log`` of the Bhattacharyya coefficient, and
+    ``tokens(shape, mean, var)`` drawing tokens from ``N(mean k*, var I)`` through their ``k*``, ``v*`` coordinates and
+    squared norm, which returns the log-likelihood ratio of each (informative vs noise token) and its ``v*`` coordinate,
+    each (*shape), from the ``eval`` stream of ``seed``."""
+    d, g2, M = task.d, task.gamma**2, task.M
+    gen = torch_generator(seed, "eval")
+    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def tokens(shape, mean: float, var: float):
+        z = torch.randn(*shape, 2, generator=gen, dtype=torch.float64)
+        kc, vc = mean + math.sqrt(var) * z[..., 0], math.sqrt(var) * z[..., 1]
+        rest = var * torch.as_tensor(rng.chisquare(d - 2, shape) if d > 2 else np.zeros(shape), dtype=torch.float64)
+        llr = M * kc / g2 - M**2 / (2 * g2) + 0.5 * (1 - 1 / g2) * (kc**2 + vc**2 + rest) - 0.5 * d * math.log(g2)
+        return llr, vc
+
+    return -bhattacharyya_distance(d, task.gamma, task.signal), tokens
 
 
 def bayes_excess_is(task, n: int, seed: int = 0, chunk: int = 2**16) -> tuple[float, float]:
@@ -296,15 +305,10 @@ def bayes_excess_is_sets_log10(task, n: int, seed: int = 0) -> tuple[float, floa
     """
     from slr.core.predictors import log_elementary_symmetric
 
-    d, L, g2, M, s = task.d, task.L, task.gamma**2, task.M, task.n_informative
+    L, g2, M, s = task.L, task.gamma**2, task.M, task.n_informative
     if s == L:
         return -math.inf, 0.0
-    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
-    gen = torch_generator(seed, "eval")
-    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
-
-    def tokens(shape, mean, var):
-        return _proposal_tokens(shape, mean, var, d=d, M=M, g2=g2, gen=gen, rng=rng)
+    log_bc, tokens = _proposal(task, seed)
 
     means, variances = [], []  # per overlap k: log of the contribution's mean, and its variance relative to the total
     for k in range(max(0, 2 * s - L), s):
@@ -342,16 +346,11 @@ def bayes_excess_is_prior_log10(task, n: int, seed: int = 0) -> tuple[float, flo
     at positions ``l``, ``m`` and the noise tokens at the others. Tokens are simulated through their ``k*``, ``v*``
     coordinates and squared norm (cost independent of ``d``).
     """
-    d, L, g2, M = task.d, task.L, task.gamma**2, task.M
+    L, g2, M = task.L, task.gamma**2, task.M
     w = (task.prior if task.prior is not None else torch.full((L,), 1.0 / L)).to(torch.float64)
     if L == 1:
         return -math.inf, 0.0
-    log_bc = -bhattacharyya_distance(d, task.gamma, task.signal)
-    gen = torch_generator(seed, "eval")
-    rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
-
-    def tokens(shape, mean, var):
-        return _proposal_tokens(shape, mean, var, d=d, M=M, g2=g2, gen=gen, rng=rng)
+    log_bc, tokens = _proposal(task, seed)
 
     pairs = torch.combinations(torch.arange(L), 2)  # (P, 2)
     rest = torch.stack([torch.tensor([k for k in range(L) if k not in (int(l), int(m))], dtype=torch.long)
