@@ -57,28 +57,99 @@ def test_quadrature_is_converged_for_steep_erf_closed_forms(lam, gamma):
     assert mo.A1 == pytest.approx(2 * float(zeta(lam * M * STEEP["kappa"], lam * gamma)), rel=1e-6)
 
 
+def _adaptive_moments(lam, point, *, M, gamma, L=10, eps=0.1):
+    """The per-token integrands (``token_sums`` at one node) integrated over z_k by scipy's adaptive quad_vec at
+    1e-12, with breakpoints at both tokens' steps; the inner (exact) integrals and the combination are shared."""
+    from scipy.integrate import quad_vec
+
+    z0 = -M * point["kappa"] / gamma
+
+    def integrand(z):
+        node, weight = np.array([[z]]), np.array([[math.exp(-z * z / 2) / math.sqrt(2 * math.pi)]])
+        P, Pn = sl.token_sums(lam, **point, M=M, gamma=gamma, outer=(node, weight), outer_noise=(node, weight))
+        return np.concatenate([P.ravel(), Pn.ravel()])
+
+    breaks = sorted({z0, 0.0} if abs(z0) < 12 else {0.0})
+    sums, err = quad_vec(integrand, -12.0, 12.0, points=breaks, epsabs=1e-15, epsrel=1e-12, norm="max", limit=2000)
+    return sl._combine(sums[:27].reshape(9, 1, 3), sums[27:].reshape(4, 1, 3), gamma=gamma, L=L, eps=eps)
+
+
 @pytest.mark.parametrize("lam", [1.0, 2.0, 4.0, 8.0])
 @pytest.mark.parametrize("gamma", [0.3, 1.5])
 def test_quadrature_is_converged_for_steep_erf_adaptive_reference(lam, gamma):
     """Every moment (the noise-correction ones built from erf'(lam a)^2, a bump of width 1/(2 lam gamma), included)
-    against the same per-token integrands integrated over z_k by scipy's adaptive quad_vec at 1e-12, with
-    breakpoints at both tokens' steps; the inner (exact) rule and the combination are shared."""
-    from scipy.integrate import quad_vec
-
+    against the adaptive reference."""
     M, L, eps = math.sqrt(200), 10, 0.1
-    z0 = -M * STEEP["kappa"] / gamma
-
-    def integrand(z):
-        node, weight = np.array([[z]]), np.array([[math.exp(-z * z / 2) / math.sqrt(2 * math.pi)]])
-        P, Pn = sl.token_sums(lam, **STEEP, M=M, gamma=gamma, outer=(node, weight), outer_noise=(node, weight))
-        return np.concatenate([P.ravel(), Pn.ravel()])
-
-    sums, err = quad_vec(integrand, -12.0, 12.0, points=sorted({z0, 0.0}), epsabs=1e-15, epsrel=1e-12, norm="max",
-                         limit=2000)
-    ref = sl._combine(sums[:27].reshape(9, 1, 3), sums[27:].reshape(4, 1, 3), gamma=gamma, L=L, eps=eps)
+    ref = _adaptive_moments(lam, STEEP, M=M, gamma=gamma, L=L, eps=eps)
     mo = sl.sample_moments(lam, **STEEP, M=M, gamma=gamma, L=L, eps=eps)
     for name, x, r in zip(mo._fields, mo, ref):
         assert float(x) == pytest.approx(float(r[0]), rel=1e-6, abs=1e-12), name
+
+
+@pytest.mark.parametrize("slope,rel", [(0.1, 1e-9), (0.25, 1e-9), (0.5, 1e-9), (1.0, 1e-6)])
+@pytest.mark.parametrize("kappa", [0.02, 0.7])
+def test_gauss_hermite_tiers_are_converged_at_their_largest_slope(slope, rel, kappa):
+    """Each tier of ``HERMITE_TIERS`` (fewer nodes for gentler erf) at its largest slope lam gamma, against the adaptive
+    reference: 1e-9 up to 0.5 (12, 24, 48 nodes), 1e-6 at 1 (64 nodes, the bumps of erf'^2 half as wide)."""
+    assert slope in dict(sl.HERMITE_TIERS)
+    M, gamma = math.sqrt(40), GAMMA
+    point = dict(STEEP, kappa=kappa)
+    lam = slope / gamma
+    ref = _adaptive_moments(lam, point, M=M, gamma=gamma)
+    mo = sl.sample_moments(lam, **point, M=M, gamma=gamma, L=10, eps=0.1)
+    for name, x, r in zip(mo._fields, mo, ref):
+        assert float(x) == pytest.approx(float(r[0]), rel=rel, abs=1e-13), name
+
+
+def _tensor_rule_token_sums(lam, o, *, M, gamma, outer, outer_noise):
+    """The per-token integrals written from their definition on a tensor rule: the outer nodes times Gauss-Hermite
+    over (y1, y2) (3 x 4 nodes, exact for the degrees involved), z_v = rho z + l11 y1, z_w = eta z + l21 y1 + l22 y2."""
+    kappa, nu, theta, eta, rho = o
+    g1, w1 = np.polynomial.hermite_e.hermegauss(3)
+    g2, w2 = np.polynomial.hermite_e.hermegauss(4)
+    w1, w2 = w1 / w1.sum(), w2 / w2.sum()
+    l11 = math.sqrt(1 - rho**2)
+    l21 = (nu - rho * eta) / l11
+    l22 = math.sqrt(1 - eta**2 - l21**2)
+    z, wz = (x[:, None, None] for x in outer)
+    y1, y2 = g1[None, :, None], g2[None, None, :]
+    W = wz * w1[None, :, None] * w2[None, None, :]
+    a, b, w = M * kappa + gamma * z, M * theta + gamma * (rho * z + l11 * y1), gamma * (eta * z + l21 * y1 + l22 * y2)
+    e, e1 = erf(lam * a), lam * 2 / math.sqrt(math.pi) * np.exp(-(lam * a) ** 2)
+    r0 = e * b - w
+    fs = [e1 * b, e, (e1 * b) ** 2, e1 * b * e, e * e, e * b, e * b * w, (e * b) ** 2, e**4]
+    P = np.array([[(W * f * r0**m).sum() for m in range(3)] for f in fs])
+    z, wz = (x[:, None] for x in outer_noise)
+    y = g1[None, :]
+    Wn = wz * w1[None, :]
+    bn = rho * z + l11 * y
+    e, e1 = erf(lam * z), lam * 2 / math.sqrt(math.pi) * np.exp(-(lam * z) ** 2)
+    fs = [(e1 * bn) ** 2, e1 * bn * e, e * e, np.ones_like(bn)]
+    Pn = np.array([[(Wn * f * (e * bn) ** m).sum() for m in range(3)] for f in fs])
+    return P, Pn
+
+
+@pytest.mark.parametrize("d", [80, 25_600, 10**6])
+@pytest.mark.parametrize("lam", [0.1, 2.0])
+def test_inner_integrals_are_exact(d, lam):
+    """``token_sums`` (the inner integrals as Gaussian moments of the expanded polynomials) against the integrands
+    summed on a tensor rule, at overlaps from near the sphere to near alignment, M up to 707."""
+    M, gamma = math.sqrt(d / 2), GAMMA
+    points = []
+    for kappa, eta, theta, nu, b in [(0.02, 0.1, 0.05, 0.5, 0.3), (0.99, 0.02, -0.05, 0.1, 0.1), (0.1, -0.2, 0.1, 0.95, 0.2),
+                                     (-0.3, 0.3, 0.9, -0.2, -0.1), (0.0, 0.0, 0.0, 0.0, 0.0)]:
+        k = np.array([kappa, eta, math.sqrt(1 - kappa**2 - eta**2), 0.0])
+        v = np.array([theta, nu, b, math.sqrt(1 - theta**2 - nu**2 - b**2)])
+        points.append((kappa, nu, theta, eta, float(k @ v)))
+    for o in points:
+        outer = sl._outer_rule(np.array([-M * o[0] / gamma]), lam * gamma)
+        noise = sl._outer_rule(np.zeros(1), lam, zero_cut=False)
+        P, Pn = sl.token_sums(lam, *o, M=M, gamma=gamma, outer=outer, outer_noise=noise)
+        P0, Pn0 = _tensor_rule_token_sums(lam, o, M=M, gamma=gamma, outer=(outer[0][0], outer[1][0]),
+                                          outer_noise=(noise[0][0], noise[1][0]))
+        for got, ref in ((P[:, 0], P0), (Pn[:, 0], Pn0)):
+            scale = np.abs(ref).max()
+            np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14 * scale, err_msg=str(o))
 
 
 @pytest.mark.parametrize("lam,B", [(0.1, 1), (0.8, 1)])

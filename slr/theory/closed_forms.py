@@ -479,28 +479,29 @@ class ErfRiskJet:
             ((L - 1) * (beta2 + (L - 2) * beta1**2), (0, 0, 0, 2), ("1", 0)),
         ]
 
-    def _kappa_functions(self, kappa: np.ndarray) -> dict:
-        """``{("Z", j): [F, F', F'']}`` of ``kappa`` for every function the terms use: the derivatives of ``erf`` at
-        ``u = c/p`` and ``a = c/(pq)`` from one Hermite recurrence each, ``Z_n`` and ``Y_n`` by the Leibniz sums of
-        :func:`zeta_derivatives` and :func:`erfc_square_mean_derivative` on them (one Owen's-T tail for ``Z_0``)."""
+    def _kappa_functions(self, kappa: np.ndarray, order: int = 2) -> dict:
+        """``{("Z", j): [F, F', ...]}`` (derivatives up to ``order``, 1 or 2) of ``kappa`` for every function the terms
+        use: the derivatives of ``erf`` at ``u = c/p`` and ``a = c/(pq)`` from one Hermite recurrence each, ``Z_n`` and
+        ``Y_n`` by the Leibniz sums of :func:`zeta_derivatives` and :func:`erfc_square_mean_derivative` on them (one
+        Owen's-T tail for ``Z_0``)."""
         lam, M, p, s = self.lam, self.M, self.p, self.lam * self.gamma
         q = math.sqrt(1.0 + 4.0 * s * s)
         c = lam * M * kappa
         u, a = c / p, c / (p * q)
-        eu, ea = erf_derivatives(u, 5), erf_derivatives(a, 4)
+        eu, ea = erf_derivatives(u, 3 + order), erf_derivatives(a, 2 + order)
         ea0_c = -erfc(a)
 
         def leibniz(n: int, first) -> np.ndarray:
             return 2.0 / p * sum(math.comb(n - 1, j) * (first if j == 0 else ea[j]) * eu[n - j]
                                  / ((p * q) ** j * p ** (n - 1 - j)) for j in range(n))
 
-        Z = [eu[0] ** 2 + owen_tail(u, s)] + [leibniz(n, ea[0]) for n in range(1, 5)]
-        Y = [np.zeros_like(kappa)] + [leibniz(n, ea0_c) for n in range(1, 3)]  # Y_0 multiplies no overlap: unused
-        out = {("1", 0): [np.ones_like(kappa), np.zeros_like(kappa), np.zeros_like(kappa)],
-               ("Y", 0): [Y[0], lam * M * Y[1], (lam * M) ** 2 * Y[2]]}
+        Z = [eu[0] ** 2 + owen_tail(u, s)] + [leibniz(n, ea[0]) for n in range(1, 3 + order)]
+        Y = [np.zeros_like(kappa)] + [leibniz(n, ea0_c) for n in range(1, 1 + order)]  # Y_0 multiplies no overlap
+        out = {("1", 0): [np.ones_like(kappa)] + [np.zeros_like(kappa)] * order,
+               ("Y", 0): [Y[i] * (lam * M) ** i for i in range(order + 1)]}
         for j in range(3):
-            out[("E", j)] = [eu[j], (lam * M / p) * eu[j + 1], (lam * M / p) ** 2 * eu[j + 2]]
-            out[("Z", j)] = [Z[j], lam * M * Z[j + 1], (lam * M) ** 2 * Z[j + 2]]
+            out[("E", j)] = [eu[j + i] * (lam * M / p) ** i for i in range(order + 1)]
+            out[("Z", j)] = [Z[j + i] * (lam * M) ** i for i in range(order + 1)]
         return out
 
     def __call__(self, kappa, nu, theta, eta, rho):
@@ -509,12 +510,14 @@ class ErfRiskJet:
         value = _stable_excess(self.lam, kappa, nu, theta, eta, rho, M=self.M, L=self.L, gamma=self.gamma)
         return value, grad, hess
 
-    def derivatives(self, kappa, nu, theta, eta, rho):
-        """``(grad, hess)`` without the value (what a gradient flow needs). ``R`` grouped by monomial:
-        ``K + N nbar + C theta^2 + A theta rho + B rho^2 + D theta eta + E eta rho`` (``nbar = 1 - nu``), each capital a
-        function of ``kappa`` from :attr:`terms`; the derivatives are written out from that form."""
+    def derivatives(self, kappa, nu, theta, eta, rho, hessian: bool = True):
+        """``(grad, hess)`` without the value (what a gradient flow needs; ``hess`` None unless ``hessian``). ``R``
+        grouped by monomial: ``K + N nbar + C theta^2 + A theta rho + B rho^2 + D theta eta + E eta rho``
+        (``nbar = 1 - nu``), each capital a function of ``kappa`` from :attr:`terms`; the derivatives are written out
+        from that form. The functions of ``kappa`` are evaluated on ``kappa`` as given, before it is broadcast against
+        the other overlaps (several points that share ``kappa`` cost one evaluation)."""
+        F = self._kappa_functions(np.asarray(kappa, dtype=float), 2 if hessian else 1)
         kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (kappa, nu, theta, eta, rho)))
-        F = self._kappa_functions(kappa)
         groups = {}
         for coef, exps, fn in self.terms:  # sum the terms' functions of kappa by monomial
             f = [coef * x for x in F[fn]]
@@ -529,8 +532,10 @@ class ErfRiskJet:
             return (K[i] + N[i] * nbar + C[i] * th * th + A[i] * th * rh + B[i] * rh * rh + D[i] * th * et
                     + E[i] * et * rh)
 
-        grad = np.stack([poly(1), -N[0], 2.0 * C[0] * th + A[0] * rh + D[0] * et, D[0] * th + E[0] * rh,
-                         A[0] * th + 2.0 * B[0] * rh + E[0] * et], -1)
+        grad = np.stack(np.broadcast_arrays(poly(1), -N[0], 2.0 * C[0] * th + A[0] * rh + D[0] * et,
+                                            D[0] * th + E[0] * rh, A[0] * th + 2.0 * B[0] * rh + E[0] * et), -1)
+        if not hessian:
+            return grad, None
         hess = np.zeros((*kappa.shape, 5, 5))
         hess[..., 0, 0] = poly(2)
         off = [-N[1], 2.0 * C[1] * th + A[1] * rh + D[1] * et, D[1] * th + E[1] * rh, A[1] * th + 2.0 * B[1] * rh + E[1] * et]

@@ -69,7 +69,7 @@ def jacobian_from_jet(o: np.ndarray, G: np.ndarray, H: np.ndarray) -> np.ndarray
 def overlap_drift(o, lam: float, *, d: float, L: int, gamma: float, signal: float | None = None) -> np.ndarray:
     """``do/dt`` of the Riemannian gradient flow at overlaps ``o`` (..., 5) ordered (kappa, nu, theta, eta, rho)."""
     o = np.asarray(o, dtype=float)
-    G, _ = _jet(lam, d=d, L=L, gamma=gamma, signal=signal).derivatives(*np.moveaxis(o, -1, 0))
+    G, _ = _jet(lam, d=d, L=L, gamma=gamma, signal=signal).derivatives(*np.moveaxis(o, -1, 0), hessian=False)
     return drift_from_gradient(o, G)
 
 

@@ -14,14 +14,16 @@ deterministic quadrature over a token's two or three Gaussian projections (:func
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import numpy as np
 from scipy.special import erf
 
-from slr.theory.closed_forms import TWO_OVER_SQRT_PI, erf_excess
-from slr.theory.flow import overlap_drift
+from slr.theory.closed_forms import TWO_OVER_SQRT_PI, ErfRiskJet, erf_excess
+from slr.theory.flow import drift_from_gradient, overlap_drift
+from slr.theory.gaussian_polynomials import Algebra, contract, evaluate, gaussian_expectation, quadrature_sums, term_table
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
@@ -39,10 +41,12 @@ STEP_HALF_WIDTH = 4.5  # the bend of erf(x) lies in |x| < 4.5 (erfc(4.5) < 2e-10
 # the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
 # in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
 # 2 nodes are exact
-HERMITE_NODES = 64  # ... unless erf(slope z) is gentle: slope <= HERMITE_MAX_SLOPE
-HERMITE_MAX_SLOPE = 1.0
+# ... unless erf(slope z) is gentle: Gauss-Hermite with as few nodes as the slope allows, (largest slope, nodes);
+# each tier is accurate to <= 1e-9 relative at its largest slope (tests/test_sgd_limit.py)
+HERMITE_TIERS = ((0.1, 12), (0.25, 24), (0.5, 48), (1.0, 64))
+HERMITE_MAX_SLOPE = HERMITE_TIERS[-1][0]
 _GL, _GLW = np.polynomial.legendre.leggauss(PIECE_NODES)
-_ZH, _WH = _hermite(HERMITE_NODES)
+_HERMITE_RULES = {n: _hermite(n) for _, n in HERMITE_TIERS}
 _ZI, _WI = _hermite(INNER_NODES)
 _ZI2, _WI2 = _hermite(2)
 _WIN = _WI[:, None] * _WI2[None, :]  # (inner_v, inner_w)
@@ -52,12 +56,15 @@ def _outer_rule(centre: np.ndarray, slope: float, zero_cut: bool = True) -> tupl
     """Nodes and weights (n, pieces PIECE_NODES) for ``E f(Z)``, ``Z ~ N(0, 1)``, where ``f`` holds ``erf(slope (Z -
     centre))`` and its derivatives: a step of width ``1/slope`` (and bumps ``erf'``, ``erf'^2`` of width down to
     ``1/(2 slope)``) that Gauss-Hermite over ``Z`` cannot resolve once ``slope`` exceeds about 1.
-    Up to ``HERMITE_MAX_SLOPE``, Gauss-Hermite (``HERMITE_NODES``) is accurate and cheaper; beyond it
+    Up to ``HERMITE_MAX_SLOPE``, Gauss-Hermite (``HERMITE_TIERS``: fewer nodes for gentler slopes) is accurate and
+    cheaper; beyond it
     ``[-Z_MAX, Z_MAX]`` is cut at the step's centre, at ``centre +- STEP_HALF_WIDTH/slope`` (clipped) and, if
     ``zero_cut``, at 0, and each piece gets Gauss-Legendre nodes: each half of the step is its own piece, the others
     see ``f``'s polynomial part times the normal density over at most ``Z_MAX`` (a piece of length 0 weighs 0)."""
-    if slope <= HERMITE_MAX_SLOPE:
-        return np.broadcast_to(_ZH, (len(centre), len(_ZH))), np.broadcast_to(_WH, (len(centre), len(_WH)))
+    for top, nodes in HERMITE_TIERS:
+        if slope <= top:
+            z, w = _HERMITE_RULES[nodes]
+            return np.broadcast_to(z, (len(centre), nodes)), np.broadcast_to(w, (len(centre), nodes))
     h = STEP_HALF_WIDTH / slope
     c = np.clip(centre, -Z_MAX, Z_MAX)
     ends = [np.full_like(c, -Z_MAX), np.clip(centre - h, -Z_MAX, Z_MAX), c, np.clip(centre + h, -Z_MAX, Z_MAX),
@@ -105,10 +112,39 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
     kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))
     shape = kappa.shape
     lam_ = float(lam)
-    zo, wo = _outer_rule(-M * kappa.reshape(-1) / gamma, lam_ * gamma)
-    zn, wn = _outer_rule(np.zeros(1), lam_, zero_cut=False)  # the step is at 0 already
-    P, Pn = token_sums(lam_, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=(zo, wo), outer_noise=(zn, wn))
+    outer = _outer_rule(-M * kappa.reshape(-1) / gamma, lam_ * gamma)
+    P = _informative_sums(lam_, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=outer)
+    Pn = _noise_contract(_noise_quadrature_at(lam_), rho)  # the noise token's step is at 0 already
     return SampleMoments(*(x.reshape(shape) for x in _combine(P, Pn, gamma=gamma, L=L, eps=eps)))
+
+
+def _token_tables():
+    """The per-token integrands as polynomials in the inner Gaussian variables, their expectations taken exactly
+    (:mod:`slr.theory.gaussian_polynomials`), flattened for :func:`token_sums`.
+
+    Informative token, given ``z_k``: ``b = b0 + b1 z_k + U`` (``b0 = M theta``, ``b1 = gamma rho``), ``w = w1 z_k + V``
+    (``w1 = gamma eta``), ``(U, V)`` Gaussian of covariances ``gamma^2 (1 - rho^2, nu - rho eta, 1 - eta^2)``; ``e``, ``e1``
+    stand for ``erf(lam a)``, ``lam erf'(lam a)``. Noise token: ``b = rho z + U``, ``Var U = 1 - rho^2``."""
+    A = Algebra(("e", "e1", "z", "b0", "b1", "w1", "U", "V"))
+    e, e1, z, b0, b1, w1, U, V = (A.var(x) for x in A.names)
+    b, w = A.add(b0, A.mul(b1, z), U), A.add(A.mul(w1, z), V)
+    eb, e1b, ee = A.mul(e, b), A.mul(e1, b), A.mul(e, e)
+    r0 = A.add(eb, A.scale(w, -1.0))
+    fs = (e1b, e, A.mul(e1b, e1b), A.mul(e1b, e), ee, eb, A.mul(eb, w), A.mul(eb, eb), A.mul(ee, ee))
+    covs = {("U", "U"): "Suu", ("U", "V"): "Suv", ("V", "V"): "Svv"}
+    informative = [gaussian_expectation(A.mul(f, A.pow(r0, m)), A.names, ("U", "V"), covs)[0]
+                   for f in fs for m in range(3)]
+    A = Algebra(("e", "e1", "z", "rho", "U"))
+    e, e1, z, rho, U = (A.var(x) for x in A.names)
+    b = A.add(A.mul(rho, z), U)
+    e1b, r0 = A.mul(e1, b), A.mul(e, b)
+    fs = (A.mul(e1b, e1b), A.mul(e1b, e), A.mul(e, e), A.const(1.0))
+    noise = [gaussian_expectation(A.mul(f, A.pow(r0, m)), A.names, ("U",), {("U", "U"): "Snn"})[0]
+             for f in fs for m in range(3)]
+    return term_table(informative, 2), term_table(noise, 2)
+
+
+_INFORMATIVE, _NOISE = _token_tables()
 
 
 def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float, outer, outer_noise):
@@ -116,47 +152,48 @@ def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float
     the informative token and (n or 1, K) for a noise token: ``P`` (9, n, 3), sums of ``f w``, ``f r0 w``, ``f r0^2 w``
     (``r0`` the token's own residual) for ``f`` in ``lam erf' b, erf, (lam erf' b)^2, lam erf' b erf, erf^2, erf b,
     erf b w, (erf b)^2, erf^4``, and ``Pn`` (4, n, 3) for a noise token's ``(lam erf' b)^2, lam erf' b erf, erf^2, 1``.
-    The inner rule is exact; a quadrature over ``z_k`` of one's choosing plugs in here (the tests use an adaptive one)."""
-    kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1, 1, 1, 1) for x in (kappa, nu, theta, eta, rho))
-    n = len(kappa)  # axes (n, outer, inner, inner)
+    The integrals over the projections on ``v`` and ``v*`` given ``z_k`` are exact (Gaussian moments of polynomials,
+    :func:`_token_tables`); a quadrature over ``z_k`` of one's choosing plugs in here (the tests use an adaptive one)."""
+    P = _informative_sums(lam, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=outer)
+    return P, _noise_contract(_noise_quadrature(lam, *outer_noise), rho)
 
-    def E(fs, r0, w):  # sums over the nodes of f w, f r0 w and f r0^2 w for each f: (K, n, 3)
-        shape = np.broadcast_shapes(w.shape, r0.shape)
-        W = np.empty(shape + (3,))
-        W[..., 0] = w
-        np.multiply(W[..., 0], r0, out=W[..., 1])
-        np.multiply(W[..., 1], r0, out=W[..., 2])
-        W = W.reshape(n, -1, 3)
-        out = np.empty((len(fs), n, 3))
-        for i, f in enumerate(fs):
-            out[i] = np.matmul(np.broadcast_to(f, shape).reshape(n, 1, -1), W)[:, 0]
-        return out
 
-    # informative token: axes (n, outer, inner_v, inner_w)
-    zo, wo = outer
-    z, W3 = zo[:, :, None, None], wo[:, :, None, None] * _WIN
-    y1, y2 = _ZI[None, :, None], _ZI2[None, None, :]
+def _informative_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float, outer) -> np.ndarray:
+    """``P`` (9, n, 3) of :func:`token_sums`."""
+    kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1) for x in (kappa, nu, theta, eta, rho))
+    n, g2 = len(kappa), gamma * gamma
+    # the conditional law of (z_v, z_w) given z_k: its Cholesky factor, clipped for an invalid Gram matrix
     l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
     l21 = np.where(l11 > 1e-12, (nu - rho * eta) / np.maximum(l11, 1e-12), 0.0)
     l22 = np.sqrt(np.maximum(1.0 - eta * eta - l21 * l21, 0.0))
-    zv = rho * z + l11 * y1
-    zw = eta * z + l21 * y1 + l22 * y2
-    a = M * kappa + gamma * z
-    b = M * theta + gamma * zv
-    w = gamma * zw
-    e = erf(lam * a)
-    e1 = lam * TWO_OVER_SQRT_PI * np.exp(-(lam * a) ** 2)  # d erf(lam a)/da
-    eb, e1b, ee = e * b, e1 * b, e * e
-    # alpha, beta (first moments), alpha^2, alpha beta, beta^2; then moments of erf attention and of A
-    P = E((e1b, e, e1b * e1b, e1b * e, ee, eb, eb * w, eb * eb, ee * ee), eb - w, W3)
-    # noise token: a = z, b = rho z + sqrt(1 - rho^2) y; axes (n, outer, inner, 1)
-    zn, wn = outer_noise
-    z, WN = zn[:, :, None, None], wn[:, :, None, None] * _WI[:, None]
-    bn = rho * z + l11 * _ZI[None, :, None]
-    en = erf(lam * z)
-    e1n = lam * TWO_OVER_SQRT_PI * np.exp(-(lam * z) ** 2)
-    Pn = E(((e1n * bn) ** 2, e1n * bn * en, en * en, 1.0), en * bn, WN)  # alpha^2, alpha beta, beta^2; 1
-    return P, Pn
+    zo, wo = outer
+    a = M * kappa[:, None] + gamma * zo  # (n, K)
+    e, e1 = erf(lam * a), lam * TWO_OVER_SQRT_PI * np.exp(-(lam * a) ** 2)
+    scalars = np.stack([M * theta, gamma * rho, gamma * eta, g2 * l11 * l11, g2 * l11 * l21,
+                        g2 * (l21 * l21 + l22 * l22)], axis=-1)  # (n, 6)
+    return evaluate(_INFORMATIVE, [e, e1], zo, wo, scalars).reshape(n, 9, 3).transpose(1, 0, 2)
+
+
+def _noise_quadrature(lam: float, zn: np.ndarray, wn: np.ndarray) -> np.ndarray:
+    """A noise token's quadrature sums over ``z_k`` (1 or n, F, r): they depend on ``lam`` and the nodes only."""
+    en, e1n = erf(lam * zn), lam * TWO_OVER_SQRT_PI * np.exp(-(lam * zn) ** 2)  # a = z: the step at 0
+    return quadrature_sums(_NOISE, [en, e1n], zn, wn)
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_quadrature_at(lam: float) -> np.ndarray:
+    """:func:`_noise_quadrature` on :func:`_outer_rule`'s nodes, kept for the last few ``lam`` (a stiff solver
+    evaluates the right-hand side several times at one time, so at one ``lam``)."""
+    Y = _noise_quadrature(lam, *_outer_rule(np.zeros(1), lam, zero_cut=False))
+    Y.flags.writeable = False
+    return Y
+
+
+def _noise_contract(Y: np.ndarray, rho) -> np.ndarray:
+    """``Pn`` (4, n, 3) of :func:`token_sums` from the noise token's quadrature sums."""
+    rho = np.asarray(rho, dtype=float).reshape(-1)
+    scalars = np.stack([rho, np.maximum(1.0 - rho * rho, 0.0)], axis=-1)  # b = rho z + U, Var U = 1 - rho^2
+    return contract(_NOISE, Y, scalars).reshape(len(rho), 4, 3).transpose(1, 0, 2)
 
 
 def _combine(P: np.ndarray, Pn: np.ndarray, *, gamma: float, L: int, eps: float) -> SampleMoments:
@@ -232,6 +269,12 @@ class LimitModel(NamedTuple):
     correction: bool = True
 
 
+@functools.lru_cache(maxsize=4)
+def _jet_at(lam: float, M: float, L: int, gamma: float) -> ErfRiskJet:
+    """The risk's jet at ``lam``, kept for the last few ``lam`` (see :func:`_noise_quadrature_at`)."""
+    return ErfRiskJet(lam, M=M, L=L, gamma=gamma)
+
+
 def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
     """``dy/dt`` (R, 6) of the state ``y = (kappa, nu, theta, eta, rho, V)`` (R, 6) at ``lam``."""
     if not p.correction:
@@ -242,7 +285,9 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
     pts = sigma_points(y, p.M)  # (2, R, 5); the mean too (for V < 0) only if some V < 0: (3, R, 5)
     if (V < 0).any():
         pts = np.concatenate([pts, o[None]])
-    F = overlap_drift(pts, lam, d=p.d, L=p.L, gamma=p.gamma, signal=p.M)
+    # the flow's drift at the points; they share kappa, so its functions are evaluated once per run
+    G, _ = _jet_at(float(lam), p.M, p.L, p.gamma).derivatives(o[:, 0], *np.moveaxis(pts[..., 1:], -1, 0), hessian=False)
+    F = drift_from_gradient(pts, G)
     if len(F) == 2:
         F = np.concatenate([F, F[:1]])  # not used: sigma_mean takes the centre where V < 0 only
     mo = sample_moments(lam, *o.T, M=p.M, gamma=p.gamma, L=p.L, eps=p.eps)  # (R,): at the mean

@@ -104,10 +104,13 @@ class SGDLimit(Algorithm):
     def _start(self, t: int, until: int, live: np.ndarray) -> None:
         d, n = self.model.d, int(live.sum())
 
-        def rhs(tau, yflat):
+        def rhs(tau, yflat):  # yflat (6n,) or, for the finite-difference Jacobian, (6n, k): k states in one call
             self.evaluations += 1
-            return sgd_limit.limit_rhs(yflat.reshape(n, 6), self.schedule(tau * d), self.model).ravel()
+            k = 1 if yflat.ndim == 1 else yflat.shape[1]
+            y = yflat.reshape(n, 6, k).transpose(2, 0, 1).reshape(k * n, 6)
+            dy = sgd_limit.limit_rhs(y, self.schedule(tau * d), self.model)
+            return dy.reshape(k, n, 6).transpose(1, 2, 0).reshape(yflat.shape)
 
         self._solver = BDF(rhs, t / d, self.y[live].ravel(), until / d, rtol=self.rtol, atol=self.atol,
-                           jac_sparsity=block_diag([np.ones((6, 6))] * n))
+                           jac_sparsity=block_diag([np.ones((6, 6))] * n), vectorized=True)
         self._t, self._live = t, live
