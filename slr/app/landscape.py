@@ -18,7 +18,8 @@ from slr.app.job import compose_errors_refused, job_exits, run_in_folder, show_p
 from slr.core.seeding import numpy_generator
 from slr.io import write_json
 from slr.landscape.critical import (LABELS, CriticalPoints, Landscape, assign, basin_table, critical_points,
-                                    from_overlaps, geodesic_path, overlaps, spec8_seeds, sphere_seeds)
+                                    from_overlaps, geodesic_path, overlaps, spec8_seeds, sphere_seeds,
+                                    swapped_line_seed)
 from slr.theory import OVERLAPS, signal_norm
 
 log = logging.getLogger("slr")
@@ -84,7 +85,8 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
     log.info("%s | d=%d, L=%d, gamma^2=%g: critical points at lam=%.6g%s -> %s", cfg.name, d, L, gamma**2, lam,
              "" if tc.lam_schedule == "constant" else f" (end of the {tc.lam_schedule} schedule from {lam0:.4g})", out)
 
-    seeds = {"sphere": sphere_seeds(lc.starts, numpy_generator(cfg.seed, "landscape")), "spec8": spec8_seeds()}
+    seeds = {"sphere": sphere_seeds(lc.starts, numpy_generator(cfg.seed, "landscape")), "spec8": spec8_seeds(),
+             "swapped_line": swapped_line_seed(ls)}
     repeats = lc.basin_repeats or lc.pgd_starts
     t0 = time.perf_counter()
     ends = np.zeros((0, 2, 4))

@@ -243,6 +243,20 @@ def spec8_seeds(n_angles: int = 7) -> np.ndarray:
     return np.array(pts)
 
 
+def swapped_line_seed(ls: "Landscape") -> np.ndarray:
+    """The lowest point (1, 2, 4) of the line of swapped points ``k = v*``, ``v = theta k* + sqrt(1 - theta^2) e3``:
+    there ``R = K + N + C theta^2 + D theta`` (``eta = 1``, ``kappa = nu = rho = 0``; docs/landscape.md §4), a quadratic
+    in ``theta`` read off the excess at ``theta = -1, 0, 1``, minimised at ``-D/(2C)`` (clipped to [-1, 1]). Newton's
+    seeds of :func:`spec8_seeds` miss it from ``d ~ 1e10`` (the line's curvature ``C ~ M^2 zeta`` dwarfs the rest),
+    this one lands on it."""
+    e = np.eye(4)
+    line = lambda theta: np.stack([e[1], theta * e[0] + math.sqrt(1.0 - theta * theta) * e[2]])
+    r_minus, r_zero, r_plus = ls.excess(np.stack([line(-1.0), line(0.0), line(1.0)]))
+    b, c = 0.5 * (r_plus - r_minus), 0.5 * (r_plus + r_minus) - r_zero
+    theta = float(np.clip(-b / (2.0 * c), -1.0, 1.0)) if c > 0 else (1.0 if b < 0 else -1.0)
+    return line(theta)[None]
+
+
 def from_overlaps(o: np.ndarray) -> np.ndarray:
     """Canonical reduced coordinates (N, 2, 4) of unit ``(k, v)`` with overlaps ``o`` (N, 5): ``k = (kappa, eta, a, 0)``,
     ``v = (theta, nu, b, c)`` (any point of ``R^d`` is a rotation fixing ``k*``, ``v*`` away from this one)."""
@@ -343,8 +357,9 @@ def critical_points(ls: Landscape, seeds: dict[str, np.ndarray], *, grad_tol: fl
     full ``d`` (``index``, ``zero_modes`` with multiplicity, ``min_eigenvalue`` off the symmetry directions).
 
     Classes whose Hessian has a zero mode beyond the symmetries (a flat direction, e.g. ``kappa`` near 1 once erf
-    saturates at large ``lam``) and whose excess and index agree (excess within ``1e-9``) are one flat family: one row,
-    ``members`` counting its distinct points; the best-polished point represents it.
+    saturates at large ``lam``) and whose label, index and excess agree (excess within ``1e-9`` relative: at ``d ~
+    1e10`` the oracle and the swapped point differ by less than ``1e-9`` in absolute terms) are one flat family: one
+    row, ``members`` counting its distinct points; the best-polished point represents it.
     """
     import pandas as pd
 
@@ -373,7 +388,8 @@ def critical_points(ls: Landscape, seeds: dict[str, np.ndarray], *, grad_tol: fl
     for a, b in zip(by_excess, by_excess[1:]):
         ra, rb = rows[a], rows[b]
         flat = ra["zero_modes"] > ra["symmetry_modes"] and rb["zero_modes"] > rb["symmetry_modes"]
-        if flat and ra["index"] == rb["index"] and abs(ra["excess"] - rb["excess"]) <= 1e-9 * max(1.0, abs(ra["excess"])):
+        same = ra["label"] == rb["label"] and ra["index"] == rb["index"]
+        if flat and same and abs(ra["excess"] - rb["excess"]) <= 1e-9 * max(abs(ra["excess"]), abs(rb["excess"])):
             merged_into[b] = merged_into.get(a, a)
     family = {i: merged_into.get(i, i) for i in range(len(rows))}
     keep = []
@@ -448,6 +464,6 @@ def swapped_point(lam: float, *, d: int, L: int, gamma: float, signal: float | N
     overlaps, excess,
     index and kind, or None if Newton finds none."""
     ls = Landscape(lam, d=d, L=L, gamma=gamma, M=signal_norm(d, signal))
-    t = critical_points(ls, {"spec8": spec8_seeds()}).table
+    t = critical_points(ls, {"spec8": spec8_seeds(), "swapped_line": swapped_line_seed(ls)}).table
     t = t[t["label"] == "swapped"]
     return None if t.empty else t.iloc[0].to_dict()
