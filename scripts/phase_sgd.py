@@ -4,7 +4,9 @@ inverse schedule ``lam_t = lam0 / (1 + rate t)``.
 
 Final states (:func:`slr.results.sgd_limit.classify`): aligned (``|kappa|, |nu| >= 0.9``), swapped (``|eta| >= 0.9``:
 the key on ``v*``), unstable (the fluctuation ``V`` of ``M theta`` exceeds ``M^2``, or the solver failed: past the
-noise's stability edge the limit breaks down; the chain is noise-dominated there), stalled (anything else).
+noise's stability edge the limit breaks down; the chain is noise-dominated there), undecided (on the way every overlap
+fell below 1e-4, 100 times the solver's atol: where the ODE goes from there is integration error, and the chain's
+``1/sqrt d`` noise decides instead), stalled (anything else).
 
     .venv/bin/python -m slr -m experiment=phase_sgd hydra/launcher=joblib hydra.sweep.dir=outputs/phase_sgd
     .venv/bin/python scripts/phase_sgd.py outputs/phase_sgd

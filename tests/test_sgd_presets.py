@@ -78,6 +78,10 @@ def test_phase_classes():
     o = dict(kappa=[0.95, 0.1, 0.95, 0.2, 0.1], nu=[-0.92, 0.1, 0.5, 0.2, 0.1], eta=[0.0, 0.95, 0.0, 0.1, 0.0])
     V = [0.1, 0.1, 0.1, 50.0, np.nan]
     assert list(sgd_limit.classify(o, V, M=5.0)) == ["aligned", "swapped", "stalled", "unstable", "unstable"]
+    # a run whose overlaps all fell below the floor on the way is undecided, whatever its end (unless unstable)
+    low = [1e-9, 1e-3, 1e-6, 1e-9, 0.2]
+    assert list(sgd_limit.classify(o, V, M=5.0, min_overlap=low)) == ["undecided", "swapped", "undecided", "unstable",
+                                                                      "unstable"]
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +102,11 @@ def test_phase_sgd_table_counts_the_final_states_of_every_repeat(phase_sweep, tm
     by_job = {}
     for j in jobs:
         o, V = j.summary["final_overlaps"]["per_repeat"], np.array(j.summary["trained"]["fluctuation_V"])
+        low = j.summary["trained"]["min_overlap"]
         by_job[j.overrides["train.lr"], j.overrides["predictor.lam"], j.overrides["seed"]] = [
-            "unstable" if not v <= j.summary["task"]["M"] ** 2 else "swapped" if abs(e) >= 0.9
+            "unstable" if not v <= j.summary["task"]["M"] ** 2 else "undecided" if m < 1e-4 else "swapped" if abs(e) >= 0.9
             else "aligned" if min(abs(k), abs(n)) >= 0.9 else "stalled"
-            for k, n, e, v in zip(o["kappa"], o["nu"], o["eta"], V)]
+            for k, n, e, v, m in zip(o["kappa"], o["nu"], o["eta"], V, low)]
     for (delta, lam0), row in table.iterrows():
         states = by_job[delta, lam0, 0] + by_job[delta, lam0, 1]  # two seeds pooled
         for s in sgd_limit.STATES:
@@ -123,3 +128,22 @@ def test_phase_sgd_table_counts_the_final_states_of_every_repeat(phase_sweep, tm
     assert (tmp_path / "out" / "figures" / "phase_sgd.png").stat().st_size > 20000
     np.testing.assert_allclose(pd.read_csv(tmp_path / "out" / "phase.csv").set_index(["delta", "lam0"]).aligned,
                                table.aligned)
+
+
+def test_phase_reads_the_exact_chain_on_the_same_grid(tmp_path):
+    """``experiment=phase_sgd train.simulator=reduced``: the chain's jobs (no fluctuation V, no collapse floor) are
+    classified from their final overlaps alone, as the ODE's are."""
+    sweep_dir = tmp_path / "chain"
+    res = multirun(sweep_dir, "experiment=phase_sgd", "train.simulator=reduced", "train.lr=0.08,1.6", "predictor.lam=2.0",
+                   "train.steps=2000", "train.log_every=1000", "train.schedule_rate=1e-3", "train.repeats=4",
+                   "eval.n_test=200")
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = sgd_limit.phase(sweep_dir).set_index(["delta", "lam0"])
+    assert sorted(table.index) == [(0.08, 2.0), (1.6, 2.0)]
+    for j in read_sweep(sweep_dir):
+        o = j.summary["final_overlaps"]["per_repeat"]
+        states = ["swapped" if abs(e) >= 0.9 else "aligned" if min(abs(k), abs(n)) >= 0.9 else "stalled"
+                  for k, n, e in zip(o["kappa"], o["nu"], o["eta"])]
+        row = table.loc[(j.overrides["train.lr"], 2.0)]
+        for s in sgd_limit.STATES:
+            assert row[s] == pytest.approx(states.count(s) / 4), s

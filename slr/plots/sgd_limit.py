@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from slr.results.sgd_limit import QUANTITIES, STATES  # noqa: E402
 
 LABELS = {"abs_kappa": "median |kappa|", "abs_nu": "median |nu|", "excess": "median excess risk"}
-COLOURS = {"aligned": "#4C72B0", "swapped": "#DD8452", "stalled": "#8C8C8C", "unstable": "#C44E52"}
+COLOURS = {"aligned": "#4C72B0", "swapped": "#DD8452", "stalled": "#8C8C8C", "undecided": "#E6D98A",
+           "unstable": "#C44E52"}
 
 
 def limit_figure(curves: pd.DataFrame, B: int, path: Path) -> None:

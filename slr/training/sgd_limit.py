@@ -36,6 +36,7 @@ class SGDLimit(Algorithm):
         self.rtol, self.atol, self.evaluations, self.solver_steps = rtol, atol, 0, 0
         self.horizon = int(horizon)  # steps: how far one solver runs before it is restarted
         self._solver, self._t, self._live = None, 0, None
+        self.min_overlap = np.abs(self.y[:, :4]).max(1)  # (R,) see details()
 
     @property
     def KV(self) -> np.ndarray:
@@ -61,7 +62,7 @@ class SGDLimit(Algorithm):
         m = self.model
         return dict(solver="BDF", rtol=self.rtol, atol=self.atol, solver_steps=self.solver_steps,
                     evaluations=dict(rhs=int(self.evaluations)), delta=m.delta, ode_correction=m.correction,
-                    fluctuation_V=self.fluctuation())
+                    fluctuation_V=self.fluctuation(), min_overlap=self.min_overlap.copy())
 
     def step(self, lam: float) -> None:  # pragma: no cover - train() uses advance_to
         raise RuntimeError("the SGD limit advances by advance_to()")
@@ -77,6 +78,7 @@ class SGDLimit(Algorithm):
 
     def discard(self, mask: np.ndarray) -> None:
         self.y[mask] = np.nan
+        self.min_overlap[mask] = np.nan
         self._solver = None
 
     def advance(self, t: int, lams: np.ndarray) -> tuple[int, np.ndarray]:
@@ -96,6 +98,10 @@ class SGDLimit(Algorithm):
             self.solver_steps += 1
             if sol.status == "failed":
                 raise SolverFailure(f"BDF failed at t = step/d = {sol.t:.6g} (step {sol.t * d:.0f}): {message}")
+            # the smallest max(|kappa|, |nu|, |theta|, |eta|) each run reached: once every overlap is far below the
+            # solver's atol, where the ODE goes next is set by integration error (docs/dynamics.md, "Phase diagram")
+            reached = np.abs(sol.y.reshape(-1, 6)[:, :4]).max(1)
+            self.min_overlap[live] = np.minimum(self.min_overlap[live], reached)
         y = sol.dense_output()(end / d) if sol.t > end / d else sol.y
         self.y[live] = y.reshape(-1, 6)
         self._t = end
