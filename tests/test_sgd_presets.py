@@ -147,3 +147,25 @@ def test_phase_reads_the_exact_chain_on_the_same_grid(tmp_path):
         row = table.loc[(j.overrides["train.lr"], 2.0)]
         for s in sgd_limit.STATES:
             assert row[s] == pytest.approx(states.count(s) / 4), s
+
+
+def test_a_solver_failure_exits_1_with_its_message_and_a_sweep_goes_on(tmp_path):
+    """Past the stability edge (delta = 3.2, lam0 = 4) the fluctuation of M theta blows up and BDF fails: a single run
+    exits 1 with the solver's message and no traceback, summary.json says failed; in a sweep its sibling finishes and
+    the sweep exits 0 (the phase diagram counts the failed cell as unstable)."""
+    import subprocess
+    import sys
+
+    from test_sweeps import _env
+
+    cmd = [sys.executable, "-m", "slr", "experiment=phase_sgd", "train.lr=3.2", "predictor.lam=4.0", "train.repeats=2",
+           "train.steps=2000", "eval.n_test=200", f"hydra.run.dir={tmp_path / 'run'}"]
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    out = res.stdout + res.stderr
+    assert "BDF failed" in out and "Traceback" not in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    res = multirun(tmp_path / "sweep", "experiment=phase_sgd", "train.lr=0.08,3.2", "predictor.lam=4.0",
+                   "train.repeats=2", "train.steps=2000", "eval.n_test=200")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(j.status for j in read_sweep(tmp_path / "sweep")) == ["failed", "ok"]

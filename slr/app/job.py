@@ -96,7 +96,8 @@ def _terminate(signum, frame) -> None:
 def job_exits(cfg: DictConfig, command: str):
     """How a job of ``slr`` or ``slr-landscape`` ends: a refused config prints its paragraph and exits with code 2; a
     failure exits with code 1 after :func:`run_in_folder` has recorded it (summary.json, and the traceback in the job's
-    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists); Ctrl-C (exit
+    log, which the console shows too; :func:`logged_before_the_run` logs one before the folder exists), and so does a
+    run whose ODE solver failed (status failed, the solver's message, no traceback; a multirun goes on); Ctrl-C (exit
     130) and, outside multiruns, SIGTERM (exit 143) are recorded as
     status failed. In a multirun, errors are raised instead (Hydra records them, the other jobs go on, and the sweep
     exits non-zero at the end), and a refused job's folder says why it holds no results; the launcher owns the

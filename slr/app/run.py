@@ -19,8 +19,8 @@ from slr.app.config import check, figure_formats, learning_rate
 from slr.app.schema import CONF_DIR
 from slr.app.families import family_of
 from slr.app.final import evaluate_final, logged_vs_final, not_available
-from slr.app.job import (_hydra_output_dir, compose_errors_refused, finished_before, job_exits, logged_before_the_run,
-                         run_in_folder, show_progress)
+from slr.app.job import (_hydra_output_dir, _in_multirun, compose_errors_refused, finished_before, job_exits,
+                         logged_before_the_run, run_in_folder, show_progress)
 from slr.io import write_json
 from slr.results.tables import alignment_line, attention_line, comparison_table
 
@@ -154,7 +154,10 @@ def app(cfg: DictConfig) -> float | None:
             if prev is not None:
                 log.info("resume: %s already holds this finished run (digest %s); skipped", out, prev["config_digest"])
                 return _trained_excess(prev)
-        return _trained_excess(run(cfg))
+        summary = run(cfg)
+        if summary.get("status") == "failed" and not _in_multirun():
+            sys.exit(1)  # a solver failure: its message is logged and recorded in summary.json (no traceback)
+        return _trained_excess(summary)
 
 
 def _trained_excess(summary: dict) -> float | None:
