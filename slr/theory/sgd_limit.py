@@ -303,6 +303,8 @@ def limit_rhs(y: np.ndarray, lam: float, p: LimitModel) -> np.ndarray:
 def expected_excess(lam: float, y: np.ndarray, *, d: int, L: int, gamma: float, M: float) -> np.ndarray:
     """``E R`` over the fluctuation of ``m``: the mean of the excess at the two sigma points (exact: ``R`` is a
     quadratic polynomial in ``theta`` and ``rho``)."""
-    pts = np.concatenate([sigma_points(y, M), y[None, ..., :5]])
+    pts = sigma_points(y, M)  # the mean too only where some V < 0 (sigma_mean's continuation)
+    if (y[..., 5] < 0).any():
+        pts = np.concatenate([pts, y[None, ..., :5]])
     R = erf_excess(lam, *np.moveaxis(pts, -1, 0), d=d, L=L, gamma=gamma, signal=M)
-    return sigma_mean(R[:2], R[2], y[..., 5])
+    return sigma_mean(R[:2], R[2] if len(R) == 3 else R[0], y[..., 5])
