@@ -116,3 +116,18 @@ def test_solver_failure_is_a_failed_status(make_cfg, tmp_path, monkeypatch):
     s = run(make_cfg(*TINY), out_dir=tmp_path)
     assert s["status"] == "failed" and "BDF failed" in s["error"]
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_the_jet_gradient_without_the_hessian_is_the_same():
+    """``ErfRiskJet.derivatives(..., hessian=False)`` (what the drift uses) returns the gradient of the full call, bit
+    for bit, also when kappa is shared by points that differ in the other overlaps (the SGD limit's sigma points)."""
+    from slr.theory.closed_forms import ErfRiskJet
+
+    jet = ErfRiskJet(0.7, M=math.sqrt(200), L=10, gamma=math.sqrt(0.5))
+    rng = np.random.default_rng(0)
+    kappa = rng.uniform(-1, 1, 6)
+    rest = rng.uniform(-0.5, 0.5, (4, 2, 6))  # nu, theta, eta, rho at two points per kappa
+    G, H = jet.derivatives(np.broadcast_to(kappa, (2, 6)), *rest)
+    G2, H2 = jet.derivatives(kappa, *rest, hessian=False)
+    assert H2 is None and H.shape == (2, 6, 5, 5)
+    np.testing.assert_array_equal(G, G2)

@@ -414,3 +414,14 @@ def test_swapped_point_is_the_minimum_of_the_swapped_line_at_any_d(d):
     assert sp["excess"] == pytest.approx(float(best.fun), rel=1e-9)
     assert abs(sp["theta"]) == pytest.approx(abs(math.cos(best.x)), abs=1e-5)
     assert sp["grad_norm"] <= 1e-10
+
+
+def test_a_flat_family_is_one_row():
+    """At lam = 5 erf saturates and the oracle sits in a valley flat in kappa (its other points are labelled manifold):
+    the oracle and the valley's points found by Newton are one row, ``members`` counting them."""
+    ls = Landscape(5.0, d=400, L=10, gamma=math.sqrt(0.5), M=math.sqrt(200))
+    t = critical_points(ls, {"spec8": spec8_seeds(), "sphere": sphere_seeds(64, np.random.default_rng(0))}).table
+    oracle = t[t["label"] == "oracle"]
+    assert len(oracle) == 1 and int(oracle["members"].iloc[0]) > 1
+    same = t[(t["index"] == oracle["index"].iloc[0]) & np.isclose(t["excess"], oracle["excess"].iloc[0], rtol=1e-9)]
+    assert len(same) == 1, t

@@ -150,6 +150,20 @@ def test_inner_integrals_are_exact(d, lam):
         for got, ref in ((P[:, 0], P0), (Pn[:, 0], Pn0)):
             scale = np.abs(ref).max()
             np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14 * scale, err_msg=str(o))
+    # all points in one call (each its own outer nodes and scalars), against the same references
+    O = np.array(points)
+    outer = sl._outer_rule(-M * O[:, 0] / gamma, lam * gamma)
+    noise = sl._outer_rule(np.zeros(1), lam, zero_cut=False)
+    P, Pn = sl.token_sums(lam, *O.T, M=M, gamma=gamma, outer=outer, outer_noise=noise)
+    for i, o in enumerate(points):
+        P0, Pn0 = _tensor_rule_token_sums(lam, o, M=M, gamma=gamma, outer=(outer[0][i], outer[1][i]),
+                                          outer_noise=(noise[0][0], noise[1][0]))
+        for got, ref in ((P[:, i], P0), (Pn[:, i], Pn0)):
+            np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14 * np.abs(ref).max(), err_msg=str(o))
+    # the overlaps broadcast against each other, as sample_moments' do
+    Pb, _ = sl.token_sums(lam, O[0, 0], O[0, 1], np.array([O[0, 2], O[0, 2]]), O[0, 3], O[0, 4], M=M, gamma=gamma,
+                          outer=(np.repeat(outer[0][:1], 2, 0), np.repeat(outer[1][:1], 2, 0)), outer_noise=noise)
+    np.testing.assert_allclose(Pb[:, 1], P[:, 0], rtol=1e-14)
 
 
 @pytest.mark.parametrize("lam,B", [(0.1, 1), (0.8, 1)])

@@ -1,5 +1,5 @@
 """Polynomials with exact expectations over Gaussian variables, expanded once at import: the tool behind the inner
-integrals of the SGD-limit quadrature (``docs/dynamics.md``, "the correction's expectations").
+integrals of the SGD-limit quadrature (``docs/dynamics.md``, "The expectations: quadrature, never Monte Carlo").
 
 A polynomial is a dict ``{exponents: coefficient}`` over named variables. :func:`gaussian_expectation` replaces the
 powers of zero-mean jointly Gaussian variables by their moments (Isserlis), written in their covariances;
@@ -96,7 +96,7 @@ class TermTable(NamedTuple):
     """Polynomials ``P_o = sum_t coef_t f_t(z) z^r_t s^mu_t`` flattened for a batched evaluation, given the
     quadrature sums ``Y[phi, r] = sum_K w f_phi(z_K) z_K^r`` of the features ``f_phi`` (monomials in the functions of
     ``z``) and the scalars ``s`` (monomials over the remaining variables): the terms sorted by output, so that
-    ``P_o`` is one segment sum of ``coef_t Y[phi_t, r_t] S[mu_t]`` (no BLAS: the same bits under any thread count)."""
+    ``P_o`` is one segment sum of ``coef_t Y[phi_t, r_t] S[mu_t]``."""
 
     features: np.ndarray  # (F, n_functions): exponents of the functions of z in each feature
     z_degree: int

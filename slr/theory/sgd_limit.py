@@ -34,22 +34,16 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / _SQRT_2PI
 
 
-PIECE_NODES = 15  # Gauss-Legendre nodes on each piece of the projection on k (see _outer_rule)
-INNER_NODES = 3  # over the projections on v and v* given it (polynomials of degree <= 5 in them: exact)
+# The outer quadrature, over the projection z_k on k (the inner integrals given z_k are exact: _token_tables)
+PIECE_NODES = 15  # Gauss-Legendre nodes on each piece of [-Z_MAX, Z_MAX] (see _outer_rule)
 Z_MAX = 8.5  # the standard normal beyond +-Z_MAX weighs < 1e-16: the outer integral is over [-Z_MAX, Z_MAX]
 STEP_HALF_WIDTH = 4.5  # the bend of erf(x) lies in |x| < 4.5 (erfc(4.5) < 2e-10): each half of it is one piece
-# the tensor rule over the informative token's (outer, inner_v, inner_w): the integrands are polynomials of degree <= 4
-# in the first inner variable and <= 2 in the second (which enters through <X_J0, v*> only, at most squared), so 3 and
-# 2 nodes are exact
 # ... unless erf(slope z) is gentle: Gauss-Hermite with as few nodes as the slope allows, (largest slope, nodes);
-# each tier is accurate to <= 1e-9 relative at its largest slope (tests/test_sgd_limit.py)
+# each tier is accurate to <= 1e-9 relative at its largest slope up to 0.5, 1e-6 at 1 (tests/test_sgd_limit.py)
 HERMITE_TIERS = ((0.1, 12), (0.25, 24), (0.5, 48), (1.0, 64))
 HERMITE_MAX_SLOPE = HERMITE_TIERS[-1][0]
 _GL, _GLW = np.polynomial.legendre.leggauss(PIECE_NODES)
 _HERMITE_RULES = {n: _hermite(n) for _, n in HERMITE_TIERS}
-_ZI, _WI = _hermite(INNER_NODES)
-_ZI2, _WI2 = _hermite(2)
-_WIN = _WI[:, None] * _WI2[None, :]  # (inner_v, inner_w)
 
 
 def _outer_rule(centre: np.ndarray, slope: float, zero_cut: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +99,8 @@ def sample_moments(lam, kappa, nu, theta, eta, rho, *, M: float, gamma: float, L
 
     Informative token: ``a = M kappa + gamma z_k``, ``b = M theta + gamma z_v``, ``w = gamma z_w`` with ``(z_k, z_v, z_w)``
     standard normal of correlations ``(rho, eta, nu)``; quadrature over ``z_k`` (outer, :func:`_outer_rule` around the
-    step of ``erf(lam a)`` at ``z_k = -M kappa / gamma``), then over ``(z_v, z_w)`` given ``z_k`` (inner, Gauss-Hermite
-    tensor rule on the conditional Cholesky factor). Noise token: ``a = z_k``, ``b = rho a + sqrt(1 - rho^2) y``
+    step of ``erf(lam a)`` at ``z_k = -M kappa / gamma``), then over ``(z_v, z_w)`` given ``z_k`` (inner: exact
+    Gaussian moments of the integrands, polynomials in them, :func:`_token_tables`). Noise token: ``a = z_k``, ``b = rho a + sqrt(1 - rho^2) y``
     (outer rule around ``z_k = 0``). The residual ``r`` couples the tokens only additively, so ``E r^2 phi(token)``
     splits into one token's moments times the first two moments of the others' sum (and of the label noise ``eps``)."""
     kappa, nu, theta, eta, rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))
@@ -155,12 +149,14 @@ def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float
     The integrals over the projections on ``v`` and ``v*`` given ``z_k`` are exact (Gaussian moments of polynomials,
     :func:`_token_tables`); a quadrature over ``z_k`` of one's choosing plugs in here (the tests use an adaptive one)."""
     P = _informative_sums(lam, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=outer)
+    rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))[-1]
     return P, _noise_contract(_noise_quadrature(lam, *outer_noise), rho)
 
 
 def _informative_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float, outer) -> np.ndarray:
     """``P`` (9, n, 3) of :func:`token_sums`."""
-    kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1) for x in (kappa, nu, theta, eta, rho))
+    kappa, nu, theta, eta, rho = (x.reshape(-1) for x in np.broadcast_arrays(
+        *(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho))))
     n, g2 = len(kappa), gamma * gamma
     # the conditional law of (z_v, z_w) given z_k: its Cholesky factor, clipped for an invalid Gram matrix
     l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))

@@ -34,6 +34,7 @@ class SGDLimit(Algorithm):
                                           delta=lr * task.d, B=batch_size, correction=correction)
         self.y = np.concatenate([overlaps_of(np.asarray(C0, dtype=np.float64)), np.zeros((len(C0), 1))], axis=1)
         self.rtol, self.atol, self.evaluations, self.solver_steps = rtol, atol, 0, 0
+        self.calls = 0  # calls of the right-hand side: the Jacobian's columns go in one call (evaluations counts each)
         self.horizon = int(horizon)  # steps: how far one solver runs before it is restarted
         self._solver, self._t, self._live = None, 0, None
         self.min_overlap = np.abs(self.y[:, :4]).max(1)  # (R,) see details()
@@ -61,7 +62,7 @@ class SGDLimit(Algorithm):
     def details(self) -> dict:
         m = self.model
         return dict(solver="BDF", rtol=self.rtol, atol=self.atol, solver_steps=self.solver_steps,
-                    evaluations=dict(rhs=int(self.evaluations)), delta=m.delta, ode_correction=m.correction,
+                    evaluations=dict(rhs=int(self.evaluations), rhs_calls=int(self.calls)), delta=m.delta, ode_correction=m.correction,
                     fluctuation_V=self.fluctuation(), min_overlap=self.min_overlap.copy())
 
     def step(self, lam: float) -> None:  # pragma: no cover - train() uses advance_to
@@ -98,21 +99,28 @@ class SGDLimit(Algorithm):
             self.solver_steps += 1
             if sol.status == "failed":
                 raise SolverFailure(f"BDF failed at t = step/d = {sol.t:.6g} (step {sol.t * d:.0f}): {message}")
-            # the smallest max(|kappa|, |nu|, |theta|, |eta|) each run reached: once every overlap is far below the
-            # solver's atol, where the ODE goes next is set by integration error (docs/dynamics.md, "Phase diagram")
-            reached = np.abs(sol.y.reshape(-1, 6)[:, :4]).max(1)
-            self.min_overlap[live] = np.minimum(self.min_overlap[live], reached)
+            if sol.t <= end / d:  # a step past the end is taken into account at the end, below
+                self._note_min_overlap(sol.y, live)
         y = sol.dense_output()(end / d) if sol.t > end / d else sol.y
+        self._note_min_overlap(y, live)
         self.y[live] = y.reshape(-1, 6)
         self._t = end
         return end, at
+
+    def _note_min_overlap(self, yflat: np.ndarray, live: np.ndarray) -> None:
+        """Keep the smallest ``max(|kappa|, |nu|, |theta|, |eta|)`` each run has reached: once every overlap is far
+        below the solver's atol, where the ODE goes next is set by integration error (docs/dynamics.md, "Phase
+        diagram")."""
+        reached = np.abs(yflat.reshape(-1, 6)[:, :4]).max(1)
+        self.min_overlap[live] = np.minimum(self.min_overlap[live], reached)
 
     def _start(self, t: int, until: int, live: np.ndarray) -> None:
         d, n = self.model.d, int(live.sum())
 
         def rhs(tau, yflat):  # yflat (6n,) or, for the finite-difference Jacobian, (6n, k): k states in one call
-            self.evaluations += 1
             k = 1 if yflat.ndim == 1 else yflat.shape[1]
+            self.evaluations += k
+            self.calls += 1
             y = yflat.reshape(n, 6, k).transpose(2, 0, 1).reshape(k * n, 6)
             dy = sgd_limit.limit_rhs(y, self.schedule(tau * d), self.model)
             return dy.reshape(k, n, 6).transpose(1, 2, 0).reshape(yflat.shape)
