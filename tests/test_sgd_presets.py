@@ -169,3 +169,22 @@ def test_a_solver_failure_exits_1_with_its_message_and_a_sweep_goes_on(tmp_path)
                    "train.repeats=2", "train.steps=2000", "eval.n_test=200")
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(j.status for j in read_sweep(tmp_path / "sweep")) == ["failed", "ok"]
+
+
+def test_a_run_whose_overlaps_collapse_says_so(make_cfg, tmp_path, caplog):
+    """delta = 0.4, lam0 = 1: every overlap falls below 1e-4 on the way; the run warns that the ODE does not decide its
+    end state, and records the smallest value per repeat; the paper's settings do not warn."""
+    import logging
+
+    from slr.app.run import run
+
+    with caplog.at_level(logging.WARNING, logger="slr"):
+        s = run(make_cfg("experiment=phase_sgd", "train.lr=0.4", "predictor.lam=1.0", "train.steps=20000",
+                         "train.repeats=2", "eval.n_test=200"), out_dir=tmp_path / "collapse")
+    assert max(s["trained"]["min_overlap"]) < 1e-4
+    assert "2 of 2 repeats: every overlap fell below 0.0001" in caplog.text and "integration error" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="slr"):
+        s = run(make_cfg("experiment=phase_sgd", "train.lr=0.08", "predictor.lam=2.0", "train.steps=20000",
+                         "train.repeats=2", "eval.n_test=200"), out_dir=tmp_path / "paper")
+    assert min(s["trained"]["min_overlap"]) > 1e-2 and "integration error" not in caplog.text

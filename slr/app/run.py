@@ -122,6 +122,9 @@ def _run(cfg: DictConfig, out: Path, summary: dict, t_start: float) -> None:
                     sorted(set(hist.diverged_at[~alive].tolist())))
     if disagreement:
         log.warning("%s", disagreement)
+    collapsed = _collapsed_warning(summary.get("trained", {}))
+    if collapsed:
+        log.warning("%s", collapsed)
     aligned = alignment_line(summary)
     log.info("\n%s%s\nwall time %.1f s (training %.1f s, %.0f steps/s); outputs in %s", comparison_table(excess),
              "" if aligned is None else "\n" + aligned,
@@ -158,6 +161,20 @@ def app(cfg: DictConfig) -> float | None:
         if summary.get("status") == "failed" and not _in_multirun():
             sys.exit(1)  # a solver failure: its message is logged and recorded in summary.json (no traceback)
         return _trained_excess(summary)
+
+
+def _collapsed_warning(trained: dict) -> str | None:
+    """For the SGD limit: the repeats whose overlaps all fell below the collapse floor on the way, whose end state the
+    ODE does not decide (docs/dynamics.md, "Phase diagram")."""
+    from slr.results.sgd_limit import COLLAPSE_FLOOR
+
+    low = np.asarray(trained.get("min_overlap", []), dtype=float)
+    hit = low < COLLAPSE_FLOOR
+    if not hit.any():
+        return None
+    return (f"{int(hit.sum())} of {len(low)} repeats: every overlap fell below {COLLAPSE_FLOOR:g} on the way (smallest "
+            f"{np.nanmin(low):.1e}); from there the ODE's end state is set by integration error, not by the dynamics "
+            "(docs/dynamics.md, 'Phase diagram'): run the exact chain (train.simulator=reduced) for these settings")
 
 
 def _trained_excess(summary: dict) -> float | None:
