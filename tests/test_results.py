@@ -149,12 +149,20 @@ def test_compare_legend_stays_inside_the_figure():
                            for x in (10, 20, 40)
                            for lab, est, v, r in [("Bayes-optimal", "bayes", 0.01, 1.0), (long, "trained", 1.0, 50.0),
                                                   (long + " again", "trained", 2.0, 90.0)]])
-    fig, _ = excess_vs_parameter(curves, "task.d", reference="Bayes-optimal", title="t")
+    title = ("sweep_d_asymptotic: excess risk vs token dimension d\nL=10, γ²=0.5, ε=0.1; erf attention trained by flow "
+             "(reduced simulator); one seed, ± Monte Carlo s.e.")
+    fig, _ = excess_vs_parameter(curves, "task.d", reference="Bayes-optimal", title=title)
     fig.canvas.draw()
     (legend,) = fig.legends
     box, page = legend.get_window_extent(), fig.bbox
     assert box.x0 >= page.x0 and box.x1 <= page.x1 and box.y0 >= page.y0, (box, page)
     assert any("\n" in t.get_text() for t in legend.get_texts())  # the long labels were wrapped
+    matplotlib.pyplot.close(fig)
+    # the title too (a sweep's names the task and the training), on the narrower figure without a ratio panel
+    fig, _ = excess_vs_parameter(curves[curves["label"] != "Bayes-optimal"], "task.d", title=title)
+    fig.canvas.draw()
+    top, page = fig._suptitle.get_window_extent(), fig.bbox
+    assert top.x0 >= page.x0 and top.x1 <= page.x1, (top, page)
     matplotlib.pyplot.close(fig)
 
 

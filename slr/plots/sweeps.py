@@ -132,6 +132,18 @@ def _wrap(text: str, fig, ncol: int) -> str:
     return "\n".join(textwrap.wrap(text, max(width, 20), subsequent_indent="  ")) or text
 
 
+def _wrap_title(title: str, fig) -> str:
+    """Each line of a figure title broken to fit the figure's width (a sweep's title names the task and the training
+    and would otherwise be cut at both edges)."""
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+
+    size = FontProperties(size=plt.rcParams["figure.titlesize"]).get_size_in_points()
+    width = max(int(fig.get_figwidth() * 0.95 / (0.6 * size / 72)), 20)
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
 def excess_vs_parameter(curves: pd.DataFrame, x: str, *, reference: str | None = None, title: str | None = None,
                         xlabel: str | None = None, vlines: Mapping[str, float] | None = None):
     """Excess risk of every curve against ``x`` (left) and, when ``reference`` (the Bayes curve's label) has positive
@@ -191,7 +203,7 @@ def excess_vs_parameter(curves: pd.DataFrame, x: str, *, reference: str | None =
     fig.legend([h for h, _ in legend], [_wrap(t, fig, ncol) for _, t in legend], loc="outside lower center",
                ncol=ncol, fontsize=LEGEND_FONTSIZE, frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrap_title(title, fig))
     return fig, axes
 
 
@@ -209,5 +221,5 @@ def excess_bars(curves: pd.DataFrame, *, reference: str | None = None, title: st
     if spans_decades(c["value"]):
         ax.set_xscale("log")
     ax.set(xlabel=EXCESS_LABEL)
-    fig.suptitle(title or "excess risk of every predictor")
+    fig.suptitle(_wrap_title(title or "excess risk of every predictor", fig))
     return fig, ax
