@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(out / "phase.csv", index=False)
     cfg = job_config(read_job(find_job_dirs(args.sweep)[0]))
     t = cfg["train"]
+    how = {"ode": "SGD limit ODE", "reduced": "online SGD, the exact reduced chain"}.get(
+        t.get("simulator"), f"online SGD ({t.get('simulator')} simulator)")
     phase_figure(table, out / "figures" / "phase_sgd.png",
-                 f"SGD limit ODE: final state after {t['steps']} steps\nd={cfg['task']['d']}, L={cfg['task']['L']}, "
+                 f"{how}: final state after {t['steps']} steps\nd={cfg['task']['d']}, L={cfg['task']['L']}, "
                  f"B={t['batch_size']}, {t['init']} starts, rate={t['schedule_rate']:g} ({t['repeats']} per cell)")
     print(table.drop(columns="message").to_string(index=False))
     print(f"{len(table)} cells; {out / 'figures' / 'phase_sgd.png'}")
