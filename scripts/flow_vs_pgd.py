@@ -13,22 +13,6 @@ import time
 import numpy as np
 
 
-def trajectories(algo, *, steps: int, log_every: int, schedule) -> np.ndarray:
-    """Overlaps (n_logged, R, 5) of an algorithm logged every ``log_every`` steps."""
-    from slr.theory import OVERLAPS
-    from slr.training.algorithms import train
-
-    out = []
-
-    def log(t, lam, a, alive):
-        o = a.overlaps()
-        out.append(np.stack([o[k] for k in OVERLAPS], -1))
-        return []
-
-    train(algo, steps=steps, log_every=log_every, schedule=schedule, log=log)
-    return np.array(out)
-
-
 def compare(*, d: int, lam: float, time_: float, repeats: int, init: str, lrs, L: int = 10, gamma2: float = 0.5,
             seed: int = 0, full: bool = False, n_log: int = 20):
     """Rows ``(lr, steps, max gap, max gap / lr, seconds)`` for PGD at each ``lr`` vs the flow (same starts)."""
@@ -36,7 +20,7 @@ def compare(*, d: int, lam: float, time_: float, repeats: int, init: str, lrs, L
 
     from slr.core.reduced import ReducedTask
     from slr.core.task import Task
-    from slr.training.algorithms import INITS, embed, lam_schedule, population_pgd
+    from slr.training.algorithms import INITS, embed, lam_schedule, overlap_path, population_pgd
     from slr.training.flow import GradientFlow
 
     gamma = math.sqrt(gamma2)
@@ -52,11 +36,11 @@ def compare(*, d: int, lam: float, time_: float, repeats: int, init: str, lrs, L
         every = steps // n_log
         flow = GradientFlow(rtask, C0, lr=lr, M=task.M, L=L, gamma=gamma, horizon=time_, rtol=1e-10,
                             atol=1e-14 / math.sqrt(d))
-        f = trajectories(flow, steps=steps, log_every=every, schedule=schedule)
+        f = overlap_path(flow, steps=steps, log_every=every, schedule=schedule)
         KV0 = embed(C0, task, np.random.default_rng(seed + 1)).numpy() if full else C0
         t0 = time.perf_counter()
         pgd = population_pgd(task, KV0, lr=lr, M=task.M, L=L, gamma=gamma, d=d)
-        p = trajectories(pgd, steps=steps, log_every=every, schedule=schedule)
+        p = overlap_path(pgd, steps=steps, log_every=every, schedule=schedule)
         sec = time.perf_counter() - t0
         gap = float(np.abs(np.abs(p) - np.abs(f)).max())  # |kappa| etc.: the sign of a repeat is a symmetry
         rows.append((lr, steps, gap, gap / lr, sec))

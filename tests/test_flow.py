@@ -12,25 +12,12 @@ from slr.app.run import run
 from slr.core.reduced import ReducedTask
 from slr.core.task import Task
 from slr.results import read_metrics
-from slr.theory import OVERLAPS
-from slr.training.algorithms import INITS, embed, lam_schedule, population_pgd, train
+from slr.training.algorithms import INITS, embed, lam_schedule, overlap_path, population_pgd
 from slr.training.flow import GradientFlow
 
 L, GAMMA = 10, math.sqrt(0.5)
 TINY = ["train=flow", "task.d=60", "train.repeats=3", "train.steps=400", "train.log_every=100", "eval.n_test=500",
         "eval.bayes_is=0", "figures=false", "predictor.lam=0.1", "train.lam_schedule=constant"]
-
-
-def _path(algo, steps: int, every: int, schedule) -> np.ndarray:
-    out = []
-
-    def log(t, lam, a, alive):
-        o = a.overlaps()
-        out.append(np.stack([o[k] for k in OVERLAPS], -1))
-        return []
-
-    train(algo, steps=steps, log_every=every, schedule=schedule, log=log)
-    return np.array(out)  # (logged, R, 5)
 
 
 def _gaps(d: int, time_: float, lrs, *, full: bool, init: str = "sphere", R: int = 4) -> list[float]:
@@ -41,12 +28,13 @@ def _gaps(d: int, time_: float, lrs, *, full: bool, init: str = "sphere", R: int
     flow = GradientFlow(ReducedTask(d, L, GAMMA), C0, lr=lrs[-1], M=task.M, L=L, gamma=GAMMA, horizon=time_,
                         rtol=1e-11, atol=1e-14)
     steps = round(time_ / lrs[-1])
-    ref = _path(flow, steps, steps // 10, sched)
+    ref = overlap_path(flow, steps=steps, log_every=steps // 10, schedule=sched)
     gaps = []
     for lr in lrs:
         steps = round(time_ / lr)
         KV0 = embed(C0, task, np.random.default_rng(1)).numpy() if full else C0
-        p = _path(population_pgd(task, KV0, lr=lr, M=task.M, L=L, gamma=GAMMA, d=d), steps, steps // 10, sched)
+        p = overlap_path(population_pgd(task, KV0, lr=lr, M=task.M, L=L, gamma=GAMMA, d=d), steps=steps,
+                         log_every=steps // 10, schedule=sched)
         gaps.append(float(np.abs(np.abs(p) - np.abs(ref)).max()))
     return gaps
 

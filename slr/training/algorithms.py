@@ -636,6 +636,19 @@ def train(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[in
     return hist
 
 
+def overlap_path(algo: Algorithm, *, steps: int, log_every: int, schedule: Callable[[int], float]) -> np.ndarray:
+    """The overlaps (n_logged, R, 5) of ``algo`` at every logged step of :func:`train` (``OVERLAPS`` order)."""
+    out = []
+
+    def log(t, lam, a, alive):
+        o = a.overlaps()
+        out.append(np.stack([o[k] for k in OVERLAPS], -1))
+        return []
+
+    train(algo, steps=steps, log_every=log_every, schedule=schedule, log=log)
+    return np.array(out)
+
+
 def _exploded(KV: np.ndarray | torch.Tensor, alive: np.ndarray) -> np.ndarray:
     """The live repeats whose state (R, 2, D) has a coordinate that is non-finite or at least ``EXPLODED_NORM``;
     one reduction over the whole state while every repeat is finite (the common case), one per repeat otherwise."""
