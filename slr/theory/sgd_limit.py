@@ -148,15 +148,14 @@ def token_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float
     erf b w, (erf b)^2, erf^4``, and ``Pn`` (4, n, 3) for a noise token's ``(lam erf' b)^2, lam erf' b erf, erf^2, 1``.
     The integrals over the projections on ``v`` and ``v*`` given ``z_k`` are exact (Gaussian moments of polynomials,
     :func:`_token_tables`); a quadrature over ``z_k`` of one's choosing plugs in here (the tests use an adaptive one)."""
-    P = _informative_sums(lam, kappa, nu, theta, eta, rho, M=M, gamma=gamma, outer=outer)
-    rho = np.broadcast_arrays(*(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho)))[-1]
-    return P, _noise_contract(_noise_quadrature(lam, *outer_noise), rho)
+    o = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (kappa, nu, theta, eta, rho)))
+    P = _informative_sums(lam, *o, M=M, gamma=gamma, outer=outer)
+    return P, _noise_contract(_noise_quadrature(lam, *outer_noise), o[4])
 
 
 def _informative_sums(lam: float, kappa, nu, theta, eta, rho, *, M: float, gamma: float, outer) -> np.ndarray:
-    """``P`` (9, n, 3) of :func:`token_sums`."""
-    kappa, nu, theta, eta, rho = (x.reshape(-1) for x in np.broadcast_arrays(
-        *(np.asarray(o, dtype=float) for o in (kappa, nu, theta, eta, rho))))
+    """``P`` (9, n, 3) of :func:`token_sums`, for overlaps of one shape (n points once flattened)."""
+    kappa, nu, theta, eta, rho = (np.asarray(x, dtype=float).reshape(-1) for x in (kappa, nu, theta, eta, rho))
     n, g2 = len(kappa), gamma * gamma
     # the conditional law of (z_v, z_w) given z_k: its Cholesky factor, clipped for an invalid Gram matrix
     l11 = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
